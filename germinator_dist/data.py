@@ -1,0 +1,194 @@
+"""Data sets that exist on every machine, plus the user's own: digits, ``.npz`` arrays, text files.
+
+Nothing downloads: ``digits`` is scikit-learn's bundled copy; the built-in text corpus is a fixed list of
+the Python standard library's own ``.py`` files. Every loader validates what it reads and raises a
+SpecError naming the field (``data.path``, ``data.X`` ...) and the value.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from germinator_dist.errors import SpecError
+from germinator_dist.model import Batch
+
+# A fixed list, so the corpus is the same text wherever the same Python version runs.
+STDLIB_FILES = (
+    "argparse.py",
+    "dataclasses.py",
+    "functools.py",
+    "inspect.py",
+    "pathlib.py",
+    "subprocess.py",
+    "typing.py",
+    "json/decoder.py",
+    "json/encoder.py",
+    "logging/__init__.py",
+    "collections/__init__.py",
+    "textwrap.py",
+    "string.py",
+    "shutil.py",
+    "tempfile.py",
+    "enum.py",
+    "heapq.py",
+    "bisect.py",
+)
+TEST_FRACTION = 0.2
+
+
+@dataclass
+class Dataset:
+    """Train/test tensors. Classifiers: X (n, d) float32, y (n,) int64. LMs: tokens (n,) int64 bytes."""
+
+    kind: str  # "vectors" or "text"
+    x_train: torch.Tensor
+    y_train: torch.Tensor | None
+    x_test: torch.Tensor
+    y_test: torch.Tensor | None
+    name: str = ""
+
+    def dims(self) -> dict[str, int]:
+        """The model dimensions the data determines (for ModelSpec.resolved)."""
+        if self.kind == "text":
+            return {"vocab_size": 256}
+        return {"input_dim": int(self.x_train.shape[1]), "num_classes": int(self.y_train.max()) + 1}
+
+    def fitness_batch(self, size: int, context: int = 64, seed: int = 0) -> Batch:
+        """The fixed batch every evaluator and the trainer measure the table's loss on.
+
+        Classifiers: the first ``size`` rows of a seeded permutation of the training set (all of it when
+        size >= n). LMs: ``size`` windows of ``context`` tokens at seeded positions.
+        """
+        g = torch.Generator().manual_seed(seed)
+        if self.kind == "text":
+            return _windows(self.x_train, size, context, g)
+        n = self.x_train.shape[0]
+        idx = torch.randperm(n, generator=g)[: min(size, n)]
+        return Batch(self.x_train[idx], self.y_train[idx])
+
+    def train_batch(self, size: int, context: int, g: torch.Generator) -> Batch:
+        """A random minibatch from the training split."""
+        if self.kind == "text":
+            return _windows(self.x_train, size, context, g)
+        idx = torch.randint(0, self.x_train.shape[0], (size,), generator=g)
+        return Batch(self.x_train[idx], self.y_train[idx])
+
+    def test_batches(self, size: int = 4096, context: int = 64, limit: int | None = None):
+        """Consecutive batches over the test split (LM: non-overlapping windows)."""
+        if self.kind == "text":
+            t = self.x_test
+            n = (t.numel() - 1) // context
+            if limit is not None:
+                n = min(n, limit)
+            starts = torch.arange(n) * context
+            for a in range(0, n, size):
+                s = starts[a : a + size]
+                win = torch.stack([t[i : i + context + 1] for i in s.tolist()])  # (b, T+1)
+                yield Batch(win[:, :-1], win[:, 1:])
+            return
+        for a in range(0, self.x_test.shape[0], size):
+            yield Batch(self.x_test[a : a + size], self.y_test[a : a + size])
+
+
+def _windows(tokens: torch.Tensor, size: int, context: int, g: torch.Generator) -> Batch:
+    if tokens.numel() <= context + 1:
+        raise SpecError(f"data: text has {tokens.numel()} bytes, needs more than context+1 = {context + 1}")
+    starts = torch.randint(0, tokens.numel() - context - 1, (size,), generator=g)  # (B,)
+    offsets = torch.arange(context + 1)  # (T+1,)
+    win = tokens[starts.unsqueeze(1) + offsets]  # (B, T+1)
+    return Batch(win[:, :-1], win[:, 1:])
+
+
+def _split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(n * TEST_FRACTION)))
+    return perm[n_test:], perm[:n_test]
+
+
+def load_digits_dataset() -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images), pixels scaled to [0, 1], fixed 80/20 split."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    tr, te = _split(len(x))
+    x = torch.tensor(x / 16.0, dtype=torch.float32)
+    y = torch.tensor(y, dtype=torch.int64)
+    return Dataset("vectors", x[tr], y[tr], x[te], y[te], name="digits")
+
+
+def _check_xy(x, y, xname: str, yname: str, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
+        raise SpecError(f"data.{xname}: expected shape (n, d) in {path}, got {x.shape}")
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+        raise SpecError(f"data.{xname}: expected finite numbers in {path}, got dtype {x.dtype}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise SpecError(
+            f"data.{yname}: expected shape ({x.shape[0]},) to match {xname} in {path}, got {y.shape}"
+        )
+    if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+        raise SpecError(
+            f"data.{yname}: expected non-negative integer labels in {path}, got dtype {y.dtype}"
+            f"{'' if not np.issubdtype(y.dtype, np.integer) else f' min {y.min()}'}"
+        )
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+
+
+def load_arrays_dataset(path: str | Path) -> Dataset:
+    """A user's ``.npz`` with ``X`` (n, d), integer ``y`` (n,), optional ``X_test``/``y_test``.
+
+    Without a test split, a fixed 20% of the rows is held out. Raises SpecError naming the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"data.path: no such file: {str(path)!r}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise SpecError(f"data.path: cannot read {str(path)!r} as .npz ({type(exc).__name__})") from None
+    for key in ("X", "y"):
+        if key not in arrays:
+            raise SpecError(f"data.{key}: missing from {str(path)!r} (has {sorted(arrays)})")
+    x, y = _check_xy(arrays["X"], arrays["y"], "X", "y", str(path))
+    if ("X_test" in arrays) != ("y_test" in arrays):
+        raise SpecError(f"data.X_test: X_test and y_test must come together in {str(path)!r}")
+    if "X_test" in arrays:
+        xt, yt = _check_xy(arrays["X_test"], arrays["y_test"], "X_test", "y_test", str(path))
+        if xt.shape[1] != x.shape[1]:
+            raise SpecError(f"data.X_test: has {xt.shape[1]} columns, X has {x.shape[1]} in {str(path)!r}")
+        return Dataset("vectors", x, y, xt, yt, name=path.name)
+    tr, te = _split(x.shape[0])
+    return Dataset("vectors", x[tr], y[tr], x[te], y[te], name=path.name)
+
+
+def stdlib_text_files() -> list[Path]:
+    """The fixed list of standard-library files that form the built-in corpus (those present)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return [root / f for f in STDLIB_FILES if (root / f).is_file()]
+
+
+def load_text_dataset(paths: list[str | Path] | None = None) -> Dataset:
+    """Bytes of text files (default: the stdlib corpus); the last 10% of each file is the validation split.
+
+    Raises SpecError on a missing or empty file.
+    """
+    files = [Path(p) for p in paths] if paths else stdlib_text_files()
+    if not files:
+        raise SpecError("data.paths: no text files found")
+    train, valid = [], []
+    for f in files:
+        if not f.is_file():
+            raise SpecError(f"data.paths: no such file: {str(f)!r}")
+        raw = f.read_bytes()
+        if len(raw) < 100:
+            raise SpecError(f"data.paths: {str(f)!r} has {len(raw)} bytes; need at least 100")
+        cut = int(len(raw) * 0.9)
+        train.append(raw[:cut])
+        valid.append(raw[cut:])
+    to_t = lambda chunks: torch.frombuffer(bytearray(b"".join(chunks)), dtype=torch.uint8).to(torch.int64)  # noqa: E731
+    return Dataset("text", to_t(train), None, to_t(valid), None, name=f"{len(files)} text files")

@@ -1,0 +1,167 @@
+"""Fair evaluation of seed candidates for one layer against its incumbent (DESIGN.md section 5).
+
+A :class:`LayerEvaluator` holds the model and one fixed data batch. Given a snapshot (every layer's seeds
+and floats, with versions) it caches the activations entering each layer, so a batch of candidates for
+layer k re-runs only layers k.. . The incumbent and every candidate are measured in the same call on the
+same batch; with ``refit_steps > 0`` each of them (incumbent included, so the comparison stays fair)
+first gets a few Adam steps on that layer's floats, on the cached inputs.
+
+Pure core: torch only. The Ray worker actor and the local demo both wrap it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+
+import torch
+
+from germinator_dist.layers import FixedTensors
+from germinator_dist.model import Batch, GerminatorModel, build_model
+from germinator_dist.records import SEED_NAMES, EvalResult
+from germinator_dist.spec import ModelSpec
+
+
+class LayerEvaluator:
+    """Evaluates candidate seed vectors of one layer on a fixed batch, against a snapshot."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        batch: Batch,
+        device: str | torch.device = "cpu",
+        tensor_cache_mb: float = 256.0,
+        worker_id: str = "local",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model: GerminatorModel = build_model(spec).to(self.device)
+        self.batch = batch.to(self.device)
+        self.worker_id = worker_id
+        self._versions: tuple[int, ...] | None = None
+        self._prefix: dict[int, dict] = {}  # layer -> state entering it, for the loaded snapshot
+        self._tensors: OrderedDict = OrderedDict()  # (layer, name, seed) -> tensor, LRU
+        self._tensor_bytes = 0
+        self._tensor_budget = int(tensor_cache_mb * 2**20)
+        for layer in self.model.layers:
+            layer.requires_grad_(False)
+
+    # ---- snapshot --------------------------------------------------------------------------------
+    def load_snapshot(self, seeds, floats, versions) -> None:
+        """Load every layer's seeds and floats; a no-op when the versions equal the loaded ones."""
+        versions = tuple(int(v) for v in versions)
+        if versions == self._versions:
+            return
+        for k, layer in enumerate(self.model.layers):
+            layer.set_seeds(seeds[k])
+            layer.set_floats(floats[k])
+        self._versions = versions
+        self._prefix = {}
+
+    def _state_entering(self, k: int) -> dict:
+        if k not in self._prefix:
+            start = max((j for j in self._prefix if j < k), default=0)
+            state = (
+                self._prefix[start] if start in self._prefix else self.model.initial_state(self.batch.inputs)
+            )
+            with torch.no_grad():
+                for j in range(start, k):
+                    state = self.model.step(j, state, self._fixed(j, self.model.layers[j].get_seeds()))
+                    if j + 1 < k and j + 1 not in self._prefix and len(self._prefix) < 64:
+                        self._prefix[j + 1] = state
+            self._prefix[k] = state
+        return self._prefix[k]
+
+    # ---- generation with a per-tensor LRU (a mutation of one slot regenerates one tensor) ----------
+    def _fixed(self, k: int, seeds) -> FixedTensors:
+        layer = self.model.layers[k]
+        cache = {}
+        for name, seed in zip(SEED_NAMES, seeds):
+            key = (k, name, int(seed))
+            t = self._tensors.get(key)
+            if t is not None:
+                self._tensors.move_to_end(key)
+                cache[(name, int(seed), str(self.device), torch.float32)] = t
+        layer.cache = cache
+        try:
+            fixed = layer.generate(seeds=seeds, device=self.device)
+        finally:
+            layer.cache = None
+        for (name, seed, _, _), t in cache.items():
+            key = (k, name, seed)
+            if key not in self._tensors:
+                self._tensors[key] = t
+                self._tensor_bytes += t.numel() * t.element_size()
+        while self._tensor_bytes > self._tensor_budget and self._tensors:
+            _, t = self._tensors.popitem(last=False)
+            self._tensor_bytes -= t.numel() * t.element_size()
+        return fixed
+
+    # ---- evaluation ------------------------------------------------------------------------------
+    def _loss(self, k: int, state: dict, fixed: FixedTensors) -> torch.Tensor:
+        out = self.model.run(state, k, fixed={k: fixed})
+        return self.model.loss_from_logits(out["logits"], self.batch.targets)
+
+    def _score(self, k: int, fixed: FixedTensors, floats0, refit_steps: int, refit_lr: float):
+        layer = self.model.layers[k]
+        layer.set_floats(floats0)
+        state = self._state_entering(k)
+        if refit_steps > 0:
+            params = list(layer.parameters())
+            for p in params:
+                p.requires_grad_(True)
+            opt = torch.optim.Adam(params, lr=refit_lr)
+            for _ in range(refit_steps):
+                loss = self._loss(k, state, fixed)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            for p in params:
+                p.requires_grad_(False)
+        with torch.no_grad():
+            loss = float(self._loss(k, state, fixed))
+        floats = layer.get_floats()
+        if not all(math.isfinite(v) for v in floats):
+            loss, floats = math.inf, tuple(floats0)
+        return (loss if math.isfinite(loss) else math.inf), floats
+
+    def evaluate(self, k: int, candidates, refit_steps: int = 0, refit_lr: float = 0.02) -> EvalResult:
+        """Loss of the incumbent and of every candidate seed vector for layer ``k``, same batch.
+
+        Returns an EvalResult (losses in candidate order; non-finite losses reported as inf).
+        Raises SpecError for out-of-range seeds (checked before anything is computed).
+        """
+        t0 = time.perf_counter()
+        layer = self.model.layers[k]
+        incumbent_seeds = layer.get_seeds()
+        floats0 = layer.get_floats()
+        for seeds in candidates:  # validate all before computing anything
+            layer.set_seeds(seeds)
+        layer.set_seeds(incumbent_seeds)
+        try:
+            inc_loss, inc_floats = self._score(
+                k, self._fixed(k, incumbent_seeds), floats0, refit_steps, refit_lr
+            )
+            losses, floats = [], []
+            for seeds in candidates:
+                loss, fl = self._score(k, self._fixed(k, seeds), floats0, refit_steps, refit_lr)
+                losses.append(loss)
+                floats.append(fl)
+        finally:
+            layer.set_seeds(incumbent_seeds)
+            layer.set_floats(floats0)
+        return EvalResult(
+            layer=k,
+            versions=self._versions or (),
+            incumbent_loss=inc_loss,
+            incumbent_floats=inc_floats,
+            losses=tuple(losses),
+            floats=tuple(floats),
+            worker=self.worker_id,
+            seconds=time.perf_counter() - t0,
+        )
+
+    def full_loss(self) -> float:
+        """Loss of the loaded snapshot on the batch."""
+        with torch.no_grad():
+            return float(self.model.loss(self.batch))

@@ -1,0 +1,168 @@
+"""Small typed records exchanged between the driver, workers, trainer and the seed table.
+
+They carry seeds, float scalars, losses and versions -- never tensors. All are frozen pydantic models, so
+they validate on construction and serialize to plain JSON (no pickle anywhere on the wire or in Redis).
+
+Layout conventions shared by every part of the system:
+  * a layer's seeds are a list of ``len(SEED_NAMES)`` Python ints in the order of ``SEED_NAMES``;
+  * a layer's floats are one flat list ``[alpha, beta, g(r), e[0][0](r), e[0][1](r), ..., e[k-1][e_k-1](r)]``
+    (see ``germinator_dist.layers.SeedLinear.float_names``).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SEED_NAMES: tuple[str, ...] = ("a1", "b1", "a2", "b2", "mask", "scale", "shift", "bias")
+N_SEEDS = len(SEED_NAMES)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class JobState(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class CommitOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"
+    STALE = "rejected-stale"
+    NOT_BETTER = "rejected-not-better"
+
+
+class LayerEntry(_Record):
+    """One layer's row of the seed table."""
+
+    layer: int = Field(ge=0)
+    seeds: tuple[int, ...]
+    floats: tuple[float, ...]
+    loss: float = math.inf  # the loss the seeds/floats were measured at; inf before any measurement
+    version: int = Field(default=0, ge=0)
+    writer: str = ""
+    time: float = 0.0
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_count(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(v) != N_SEEDS:
+            raise ValueError(f"expected {N_SEEDS} seeds {SEED_NAMES}, got {len(v)}")
+        if any(s < 0 for s in v):
+            raise ValueError(f"seeds must be non-negative, got {list(v)}")
+        return v
+
+
+class Snapshot(_Record):
+    """Every layer's entry, read in one consistent read, plus the table-wide epoch."""
+
+    job: str
+    epoch: int = Field(ge=0)
+    layers: tuple[LayerEntry, ...]
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        return tuple(e.version for e in self.layers)
+
+    def seeds(self) -> list[tuple[int, ...]]:
+        return [e.seeds for e in self.layers]
+
+    def floats(self) -> list[tuple[float, ...]]:
+        return [e.floats for e in self.layers]
+
+
+class Candidate(_Record):
+    """A proposed seed vector for one layer (the full vector, not a delta)."""
+
+    seeds: tuple[int, ...]
+    tag: int = 0  # proposer bookkeeping id, echoed back in the result
+
+
+class EvalResult(_Record):
+    """A worker's answer for one batch: the incumbent and every candidate on the same data batch."""
+
+    layer: int
+    versions: tuple[int, ...]  # the snapshot versions the batch was evaluated against
+    incumbent_loss: float
+    incumbent_floats: tuple[float, ...]
+    losses: tuple[float, ...]  # one per candidate, in order
+    floats: tuple[tuple[float, ...], ...]  # refitted floats per candidate (== incumbent's when no refit)
+    worker: str = ""
+    seconds: float = 0.0
+
+
+# --- seed-table records (germinator_dist.table) ----------------------------------------------------------
+
+
+class SeedCommit(_Record):
+    """One offered seed commit, for ``SeedTable.commit_seeds_many`` (pipelined commits)."""
+
+    layer: int = Field(ge=0)
+    expected_version: int = Field(ge=0)
+    seeds: tuple[int, ...]
+    floats: tuple[float, ...]
+    loss: float
+    evaluator_id: str = ""
+
+
+class JobInfo(_Record):
+    """A job's registry row: what ``SeedTable.list_jobs`` and ``SeedTable.job_info`` return."""
+
+    job: str
+    state: JobState
+    n_layers: int = Field(ge=0)
+    seed_bits: int = Field(ge=1, le=63)
+    epoch: int = Field(ge=0)
+    desired_workers: int = Field(ge=0)
+    created: float  # Redis server clock, seconds since the epoch
+
+
+class Progress(_Record):
+    """The driver's progress counters (monotonic) and gauges (last value set)."""
+
+    evaluations: int = 0
+    accepted: int = 0
+    stale: int = 0  # results dropped because they were computed against a stale snapshot
+    not_better: int = 0
+    evals_per_s: float = 0.0
+    workers_live: int = 0
+    updated: float = 0.0  # Redis server clock of the last update; 0 if never updated
+
+
+class Heartbeat(_Record):
+    """A live worker/driver/trainer heartbeat (expires on the Redis server's clock)."""
+
+    role: str
+    id: str
+    expires_at: float  # Redis server clock, seconds since the epoch
+    expires_in: float  # seconds left when it was read
+    payload: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+
+class TableEvent(_Record):
+    """One entry of a job's event stream (the audit log the table can be rebuilt from).
+
+    ``kind`` is ``init`` (row written by create_job), ``import`` (row written by import_ or a repair),
+    ``seeds`` (an accepted seed commit) or ``floats`` (an accepted float publish; ``seeds`` is None).
+    """
+
+    id: str  # the Redis stream id, e.g. "1700000000000-0"
+    kind: str
+    layer: int = Field(ge=0)
+    version: int = Field(ge=0)
+    epoch: int = Field(ge=0)
+    seeds: tuple[int, ...] | None
+    floats: tuple[float, ...]
+    loss: float
+    writer: str
+    time: float

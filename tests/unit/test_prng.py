@@ -1,0 +1,151 @@
+"""Philox4x32-10: known answers, and the same bits in chunks, threads, processes and both code paths."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from germinator_dist import prng
+from germinator_dist.errors import SpecError
+
+KAT = [  # Random123 kat_vectors, philox4x32 10 rounds: counter, key, expected
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
+]
+
+
+@pytest.fixture(params=["compiled", "eager"])
+def path(request, monkeypatch):
+    monkeypatch.setenv("GERMINATOR_PRNG_COMPILE", "1" if request.param == "compiled" else "0")
+    return request.param
+
+
+@pytest.mark.parametrize("counter,key,expected", KAT)
+def test_known_answers_single_row(counter, key, expected):
+    out = prng.philox4x32(torch.tensor([counter]), torch.tensor(key))
+    assert tuple(out[0].tolist()) == expected
+
+
+def test_known_answers_on_the_fast_path(path):
+    # 1024 rows (above the compile threshold) so the compiled kernel runs when enabled
+    reps = 342
+    counter = torch.tensor([c for c, _, _ in KAT] * reps)
+    key = torch.tensor([k for _, k, _ in KAT] * reps)
+    out = prng.philox4x32(counter, key)
+    assert out.shape == (3 * reps, 4)
+    assert out.tolist() == [list(e) for _, _, e in KAT] * reps
+    # broadcast key form
+    out2 = prng.philox4x32(torch.tensor([KAT[2][0]] * 1000), torch.tensor(KAT[2][1]))
+    assert set(map(tuple, out2.tolist())) == {KAT[2][2]}
+    assert prng.fast_path() == path
+
+
+def test_compiled_equals_eager(monkeypatch):
+    monkeypatch.setenv("GERMINATOR_PRNG_COMPILE", "1")
+    fast = prng.random_bytes(123456789012, 3, 7, 0, 50_000)
+    monkeypatch.setenv("GERMINATOR_PRNG_COMPILE", "0")
+    slow = prng.random_bytes(123456789012, 3, 7, 0, 50_000)
+    assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("maker", ["int8", "uint8", "mask", "uniform", "normal"])
+@pytest.mark.parametrize("chunk", [1, 7, 16, 333, 4096])
+def test_chunks_equal_whole(maker, chunk, path):
+    shape = (37, 211)  # 7807 elements, not a multiple of any block size
+    n = shape[0] * shape[1]
+
+    def make(**kw):
+        if maker in ("int8", "uint8"):
+            return prng.int_tensor(2**40 + 5, 2, 9, shape, maker, **kw)
+        if maker == "mask":
+            return prng.bernoulli_mask(99, 5, 1, shape, 0.3, **kw)
+        return getattr(prng, maker)(4242, 6, 2, shape, **kw)
+
+    whole = make()
+    assert whole.shape == shape
+    if chunk == 1:  # one element at a time is slow: sample positions
+        for i in (0, 1, 15, 16, 17, n - 1):
+            assert torch.equal(make(start=i, stop=i + 1), whole.reshape(-1)[i : i + 1])
+        return
+    parts = [make(start=a, stop=min(a + chunk, n)) for a in range(0, n, chunk)]
+    assert torch.equal(torch.cat(parts), whole.reshape(-1))
+
+
+def test_value_ranges_and_statistics():
+    x = prng.int_tensor(1, 1, 0, (200_000,), "int8")
+    assert x.min() >= -1.0 and x.max() < 1.0 and abs(float(x.mean())) < 0.01
+    assert torch.equal(x * 128, torch.round(x * 128))  # exact multiples of 1/128
+    u = prng.int_tensor(1, 1, 0, (200_000,), "uint8")
+    assert u.min() >= 0.0 and u.max() < 1.0 and abs(float(u.mean()) - 0.5) < 0.01
+    m = prng.bernoulli_mask(1, 1, 0, (200_000,), 0.25)
+    assert set(m.unique().tolist()) <= {0.0, 1.0} and abs(float(m.mean()) - 0.25) < 0.005
+    z = prng.normal(1, 1, 0, (200_000,))
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1.0) < 0.01
+    un = prng.uniform(1, 1, 0, (200_000,))
+    assert un.min() >= 0 and un.max() < 1 and abs(float(un.mean()) - 0.5) < 0.01
+
+
+def test_streams_and_seeds_differ():
+    base = prng.random_bytes(7, 1, 0, 0, 4096)
+    assert not torch.equal(base, prng.random_bytes(8, 1, 0, 0, 4096))  # other seed
+    assert not torch.equal(base, prng.random_bytes(7, 2, 0, 0, 4096))  # other role
+    assert not torch.equal(base, prng.random_bytes(7, 1, 1, 0, 4096))  # other stream
+    assert not torch.equal(base, prng.random_bytes(7 + 2**32, 1, 0, 0, 4096))  # high key word counts
+
+
+def test_thread_count_does_not_change_bits():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = prng.int_tensor(31337, 3, 4, (100_000,))
+        torch.set_num_threads(2)
+        two = prng.int_tensor(31337, 3, 4, (100_000,))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+def test_same_bits_in_another_process():
+    code = (
+        "import hashlib, torch; from germinator_dist import prng; "
+        "x = prng.int_tensor(2**62 + 11, 4, 3, (300, 301)); "
+        "print(hashlib.sha256(x.numpy().tobytes()).hexdigest())"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert other.returncode == 0, other.stderr
+    import hashlib
+
+    here = prng.int_tensor(2**62 + 11, 4, 3, (300, 301))
+    assert other.stdout.strip() == hashlib.sha256(here.numpy().tobytes()).hexdigest()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_same_bits_on_gpu():  # pragma: no cover - runs where a GPU exists
+    cpu = prng.int_tensor(5, 1, 0, (1000, 1000))
+    gpu = prng.int_tensor(5, 1, 0, (1000, 1000), device="cuda")
+    assert torch.equal(cpu, gpu.cpu())
+
+
+def test_bad_input():
+    with pytest.raises(SpecError, match="seed -1"):
+        prng.int_tensor(-1, 1, 0, (4,))
+    with pytest.raises(SpecError, match=r"seed 9223372036854775808"):
+        prng.int_tensor(2**63, 1, 0, (4,))
+    with pytest.raises(SpecError, match="int_dtype"):
+        prng.int_tensor(1, 1, 0, (4,), "int4")
+    with pytest.raises(SpecError, match="mask_density"):
+        prng.bernoulli_mask(1, 1, 0, (4,), 1.5)
+    with pytest.raises(SpecError, match="chunk"):
+        prng.int_tensor(1, 1, 0, (4,), start=2, stop=9)
+    with pytest.raises(SpecError, match="counter"):
+        prng.philox4x32(torch.zeros(3, 3, dtype=torch.int64), torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(SpecError, match="seeds.mask"):
+        prng.check_seed(300, 8, "seeds.mask")
