@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=600, help="float training steps (default 600)")
     d.add_argument("--json", action="store_true", help="also print the figures as one JSON document")
     d.set_defaults(func=_cmd_demo_local)
+    # Until the distributed service lands, `demo` runs the local core demo.
+    d2 = sub.add_parser("demo", help="the main demo job (currently: the local core demo)")
+    d2.add_argument("--rank", type=int, default=64, help="rank of every layer (default 64)")
+    d2.add_argument("--steps", type=int, default=600, help="float training steps (default 600)")
+    d2.add_argument("--json", action="store_true", help="also print the figures as one JSON document")
+    d2.set_defaults(func=_cmd_demo_local)
     return p
 
 
