@@ -58,7 +58,7 @@ case "$cmd" in
   test)
     ensure_venv
     ensure_redis
-    "$VENV/bin/ruff" check germinator_dist tests benchmarks examples
+    "$VENV/bin/ruff" check .
     exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
     ;;
   *)
