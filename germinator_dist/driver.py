@@ -1,0 +1,273 @@
+"""The seed-search driver: keeps every worker busy, tells the proposers, commits fair improvements.
+
+No global barrier: each worker has up to ``in_flight_per_worker`` batches in flight; as each one finishes
+the driver checks it was computed against the table's current snapshot (else: dropped, counted stale),
+tells the layer's proposer, and offers the best candidate that beat the incumbent *in the same
+evaluation* to the table with compare-and-set on the layer's version (DESIGN.md section 5). A lost batch
+(dead worker or node) is re-dispatched to another worker; the pool replaces the dead worker when it can.
+
+The driver talks to an EvaluatorPool (pool.py) and a seed table object (``SeedTable`` or anything with
+the same methods), so it imports neither Ray nor Redis.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from germinator_dist.jobspec import JobSpec, _proposer_fields
+from germinator_dist.pool import Completion, EvaluatorPool, Task
+from germinator_dist.proposers import make_proposer
+from germinator_dist.records import CommitOutcome, JobState, Snapshot
+
+log = logging.getLogger("germinator.driver")
+MAX_ATTEMPTS = 3  # a batch lost this many times is dropped (its candidates are discarded)
+
+
+@dataclass
+class DriverStats:
+    evaluations: int = 0
+    accepted: int = 0
+    stale: int = 0
+    not_better: int = 0
+    redispatched: int = 0
+    lost_workers: int = 0
+    seconds: float = 0.0
+
+
+class SearchDriver:
+    """Runs one job's seed search until its budget ends or the job is cancelled."""
+
+    def __init__(
+        self,
+        table,
+        job: str,
+        spec: JobSpec,
+        pool: EvaluatorPool,
+        driver_id: str | None = None,
+        progress_interval: float = 0.5,
+    ) -> None:
+        self.table, self.job, self.spec, self.pool = table, job, spec, pool
+        self.id = driver_id or f"driver-{socket.gethostname()}-{os.getpid()}"
+        self.progress_interval = progress_interval
+        self.stats = DriverStats()
+        self._task_ids = itertools.count()
+        self._redispatch: deque[Task] = deque()
+        self._unreported = DriverStats()
+        snap = table.snapshot(job)
+        n = len(snap.layers)
+        self.layers = list(spec.search.layers) if spec.search.layers is not None else list(range(n))
+        self.proposers = {k: self._make_proposer(k, snap) for k in self.layers}
+        self._rr = itertools.cycle(self.layers)
+        self._layer = next(self._rr)
+        self._calls_on_layer = 0
+
+    # ---- proposers ----------------------------------------------------------------------------------
+    def _make_proposer(self, k: int, snap: Snapshot):
+        entry = snap.layers[k]
+        fields = _proposer_fields(self.spec, entry.seeds)
+        prop = make_proposer(self.spec.search.proposer, incumbent_loss=entry.loss, **fields)
+        saved = self._load_state(k)
+        if saved is not None:
+            try:
+                prop.load_state_dict(saved)
+            except Exception as exc:  # noqa: BLE001 - a stale/foreign state: rebuild from the table
+                log.warning("layer %d: proposer state not restored (%s); rebuilt from the table", k, exc)
+        prop.set_incumbent(entry.seeds, entry.loss)
+        return prop
+
+    def _load_state(self, k: int):
+        load = getattr(self.table, "get_doc", None)
+        if load is None:
+            return None
+        raw = load(self.job, f"proposer:{k}")
+        return None if raw is None else json.loads(raw)
+
+    def save_proposer_states(self) -> None:
+        save = getattr(self.table, "put_doc", None)
+        if save is None:
+            return
+        for k, prop in self.proposers.items():
+            save(self.job, f"proposer:{k}", json.dumps(prop.state_dict()))
+
+    # ---- scheduling ---------------------------------------------------------------------------------
+    def _next_layer(self) -> int:
+        s = self.spec.search
+        if s.schedule == "all":
+            return next(self._rr)
+        if self._calls_on_layer >= s.calls_per_layer:
+            self._layer, self._calls_on_layer = next(self._rr), 0
+        self._calls_on_layer += 1
+        return self._layer
+
+    def _new_task(self, snap: Snapshot) -> Task | None:
+        for _ in range(len(self.layers)):
+            k = self._next_layer()
+            cands = self.proposers[k].ask(self.spec.search.candidates_per_call)
+            if cands:
+                s = self.spec.search
+                return Task(next(self._task_ids), k, tuple(cands), snap, s.refit_steps, s.refit_lr)
+        return None  # every proposer is exhausted
+
+    # ---- results ------------------------------------------------------------------------------------
+    def _handle(self, done: Completion, snap: Snapshot) -> Snapshot:
+        task = done.task
+        if done.result is None:  # lost with its worker: re-dispatch the same candidates
+            self.stats.lost_workers += int(done.worker_lost)
+            if task.attempts + 1 < MAX_ATTEMPTS:
+                task.attempts += 1
+                self._redispatch.append(task)
+                self.stats.redispatched += 1
+            else:
+                for c in task.candidates:
+                    self.proposers[task.layer].discard(c)
+            log.warning("batch %d on %s failed: %s", task.id, done.worker, done.error)
+            return snap
+        res = done.result
+        n = len(res.losses)
+        self._count(evaluations=n)
+        prop = self.proposers[task.layer]
+        if tuple(res.versions) != snap.versions:
+            snap = self.table.snapshot(self.job)
+        if tuple(res.versions) != snap.versions:  # computed against a stale snapshot: drop and count
+            self._count(stale=1)
+            for c in task.candidates:
+                prop.discard(c)
+            self._sync_incumbents(snap)
+            return snap
+        entry = snap.layers[task.layer]
+        # Losses of different evaluations are comparable only as differences to their incumbent; tell
+        # the proposer each candidate's margin over the incumbent, on the table's loss scale.
+        offset = entry.loss - res.incumbent_loss if math.isfinite(entry.loss) else 0.0
+        if tuple(prop.incumbent[0]) != tuple(entry.seeds):
+            prop.set_incumbent(entry.seeds, entry.loss)
+        prop.tell_many((c, loss + offset) for c, loss in zip(task.candidates, res.losses))
+        best = min(range(n), key=lambda i: res.losses[i])
+        if not res.losses[best] < res.incumbent_loss:
+            return snap
+        outcome = self.table.commit_seeds(
+            self.job,
+            task.layer,
+            entry.version,
+            task.candidates[best].seeds,
+            res.floats[best],
+            res.losses[best],
+            f"{self.id}/{res.worker}",
+        )
+        if outcome == CommitOutcome.ACCEPTED:
+            self._count(accepted=1)
+            snap = self.table.snapshot(self.job)
+            prop.set_incumbent(snap.layers[task.layer].seeds, snap.layers[task.layer].loss)
+            return snap
+        self._count(
+            stale=int(outcome == CommitOutcome.STALE), not_better=int(outcome == CommitOutcome.NOT_BETTER)
+        )
+        return self.table.snapshot(self.job)
+
+    def _sync_incumbents(self, snap: Snapshot) -> None:
+        for k, prop in self.proposers.items():
+            e = snap.layers[k]
+            if tuple(prop.incumbent[0]) != tuple(e.seeds):
+                prop.set_incumbent(e.seeds, e.loss)
+
+    def _count(self, **deltas: int) -> None:
+        for name, d in deltas.items():
+            setattr(self.stats, name, getattr(self.stats, name) + d)
+            setattr(self._unreported, name, getattr(self._unreported, name) + d)
+
+    # ---- main loop ----------------------------------------------------------------------------------
+    def _budget_left(self, base_evals: int, t0: float) -> bool:
+        s = self.spec.search
+        if s.budget_evals is not None and base_evals + self.stats.evaluations >= s.budget_evals:
+            return False
+        return s.budget_seconds is None or time.monotonic() - t0 < s.budget_seconds
+
+    def _report(self, t0: float, window: deque) -> None:
+        now = time.monotonic()
+        window.append((now, self.stats.evaluations))
+        while len(window) > 2 and now - window[0][0] > 10:
+            window.popleft()
+        rate = (
+            (window[-1][1] - window[0][1]) / max(window[-1][0] - window[0][0], 1e-9) if len(window) > 1 else 0
+        )
+        st = self.pool.status()
+        u = self._unreported
+        self.table.update_progress(
+            self.job,
+            evaluations=u.evaluations,
+            accepted=u.accepted,
+            stale=u.stale,
+            not_better=u.not_better,
+            evals_per_s=float(rate),
+            workers_live=len(st.live),
+        )
+        self._unreported = DriverStats()
+        payload = {"pid": os.getpid(), "host": socket.gethostname(), "lost_workers": self.stats.lost_workers}
+        self.table.heartbeat(
+            self.job, "driver", self.id, ttl=max(5.0, 10 * self.progress_interval), payload=payload
+        )
+        for w in st.live:
+            self.table.heartbeat(self.job, "worker", w, ttl=10.0, payload={"node": st.nodes.get(w, "")})
+
+    def run(self) -> DriverStats:
+        """Search until the budget ends or the job leaves RUNNING. Returns the run's counters."""
+        t0 = time.monotonic()
+        base_evals = self.table.progress(self.job).evaluations  # resume: the budget counts earlier work
+        window: deque = deque()
+        last_report = last_save = last_check = 0.0
+        snap = self.table.snapshot(self.job)
+        desired = self.table.desired_workers(self.job)
+        exhausted = False
+        try:
+            while True:
+                now = time.monotonic()
+                if now - last_check > 0.5:
+                    last_check = now
+                    if self.table.get_state(self.job) != JobState.RUNNING:
+                        break
+                    desired = self.table.desired_workers(self.job)
+                    self.pool.resize(desired)
+                searching = self._budget_left(base_evals, t0) and not exhausted
+                status = self.pool.status()
+                for w in status.live:
+                    while self.pool.in_flight(w) < self.spec.search.in_flight_per_worker:
+                        if self._redispatch:
+                            self.pool.submit(w, self._redispatch.popleft())
+                            continue
+                        if not searching:
+                            break
+                        task = self._new_task(snap)
+                        if task is None:
+                            exhausted = True
+                            break
+                        self.pool.submit(w, task)
+                busy = any(self.pool.in_flight(w) for w in status.live) or self._redispatch
+                if not searching and not busy:
+                    break
+                for done in self.pool.poll(timeout=0.2):
+                    snap = self._handle(done, snap)
+                if time.monotonic() - last_report > self.progress_interval:
+                    last_report = time.monotonic()
+                    self._report(t0, window)
+                if time.monotonic() - last_save > 5.0:
+                    last_save = time.monotonic()
+                    self.save_proposer_states()
+        finally:
+            self.stats.seconds = time.monotonic() - t0
+            try:
+                self._report(t0, window)
+                self.save_proposer_states()
+            except Exception as exc:  # noqa: BLE001 - the table may be the thing that failed
+                log.warning("final progress report failed: %s", exc)
+        return self.stats
+
+
+def best_loss(snap: Snapshot) -> float:
+    return min((e.loss for e in snap.layers), default=math.inf)

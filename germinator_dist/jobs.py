@@ -1,0 +1,72 @@
+"""Job lifecycle helpers shared by the CLI, the Ray job runner and the tests (no Ray, no Redis imports).
+
+They work with any object that has SeedTable's methods.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from germinator_dist.errors import SpecError
+from germinator_dist.evaluator import LayerEvaluator
+from germinator_dist.jobspec import JobSpec, resolve_job
+from germinator_dist.model import build_model
+from germinator_dist.records import LayerEntry
+
+
+def fitness_batch(spec: JobSpec, dataset):
+    """The fixed batch the table's loss is defined on (same for every evaluator and the trainer)."""
+    return dataset.fitness_batch(spec.fitness.batch_size, spec.model.context, spec.fitness.seed)
+
+
+def create_job(table, spec: JobSpec, *, resume: bool = False) -> tuple[JobSpec, object]:
+    """Resolve the spec against its data, and write the job (spec and initial layer rows) to the table.
+
+    The initial rows hold the spec's initial seeds and floats with their measured loss. Returns the
+    resolved spec (with its job id) and the dataset. Raises SpecError, TableError (existing id).
+    """
+    spec, dataset = resolve_job(spec.with_id())
+    model = build_model(spec.model)
+    ev = LayerEvaluator(spec.model, fitness_batch(spec, dataset))
+    ev.load_snapshot(model.get_seeds(), model.get_floats(), versions=(0,) * len(model.layers))
+    loss = ev.full_loss()
+    if not math.isfinite(loss):
+        raise SpecError(f"model: the initial model's loss is not finite ({loss}); check the data scale")
+    rows = [
+        LayerEntry(layer=k, seeds=s, floats=f, loss=loss, version=0, writer="init")
+        for k, (s, f) in enumerate(zip(model.get_seeds(), model.get_floats()))
+    ]
+    table.create_job(
+        spec.job,
+        spec.model_dump_json(),
+        rows,
+        spec.workers.count,
+        resume=resume,
+        seed_bits=spec.model.seed_bits,
+    )
+    return spec, dataset
+
+
+def model_from_snapshot(spec: JobSpec, snap):
+    """A model holding the table's current seeds and floats."""
+    model = build_model(spec.model)
+    for k, e in enumerate(snap.layers):
+        model.set_layer(k, seeds=e.seeds, floats=e.floats)
+    return model
+
+
+def accuracy(model, dataset, context: int = 64) -> dict:
+    """Test-split metrics: accuracy (classifiers) or bits per byte (LMs), and the mean loss."""
+    total, n, correct = 0.0, 0, 0
+    with torch.no_grad():
+        for batch in dataset.test_batches(1024, context, limit=2000):
+            logits = model(batch.inputs)
+            total += float(model.loss_from_logits(logits, batch.targets)) * batch.targets.numel()
+            n += batch.targets.numel()
+            correct += int((logits.argmax(-1) == batch.targets).sum())
+    loss = total / max(n, 1)
+    if dataset.kind == "text":
+        return {"loss": loss, "bits_per_byte": loss / math.log(2), "accuracy": correct / max(n, 1)}
+    return {"loss": loss, "accuracy": correct / max(n, 1)}

@@ -1,0 +1,194 @@
+"""The seed-search job spec: one YAML file, validated by frozen pydantic models (``extra="forbid"``).
+
+Dimensions that the data determines (input width, classes, vocabulary) may be left out of ``model``;
+:func:`resolve_job` fills them in from the data. Every error names its field path and value.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from germinator_dist.errors import SpecError
+from germinator_dist.spec import ModelSpec, format_validation_error
+
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataSpec(_Frozen):
+    """``digits`` (scikit-learn's bundled set), ``arrays`` (a user's .npz), ``text`` (text files)."""
+
+    kind: Literal["digits", "arrays", "text"] = "digits"
+    path: str | None = None  # arrays: the .npz file
+    paths: tuple[str, ...] = ()  # text: files (default: the stdlib corpus)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataSpec:
+        if self.kind == "arrays" and not self.path:
+            raise ValueError("path: kind 'arrays' needs path (a .npz with X and y) (value None)")
+        if self.kind != "arrays" and self.path:
+            raise ValueError(f"path: only kind 'arrays' takes a path (value {self.path!r})")
+        if self.kind != "text" and self.paths:
+            raise ValueError(f"paths: only kind 'text' takes paths (value {list(self.paths)!r})")
+        return self
+
+
+class FitnessSpec(_Frozen):
+    """The fixed batch on which the table's loss is defined (same for every evaluator and the trainer)."""
+
+    batch_size: int = Field(default=1024, ge=1, le=1_000_000)
+    seed: int = Field(default=0, ge=0)
+
+
+class SearchSpec(_Frozen):
+    proposer: str = "evolutionary"
+    population: int = Field(default=16, ge=2, le=100_000)
+    candidates_per_call: int = Field(default=8, ge=1, le=10_000)
+    in_flight_per_worker: int = Field(default=2, ge=1, le=64)
+    budget_evals: int | None = Field(default=2000, ge=1)
+    budget_seconds: float | None = Field(default=None, gt=0)
+    schedule: Literal["round_robin", "all"] = "round_robin"
+    calls_per_layer: int = Field(default=4, ge=1)  # round_robin: calls on a layer before moving on
+    layers: tuple[int, ...] | None = None  # which layers to search (default all)
+    slots: tuple[int, ...] | None = None  # which seed slots (indices into SEED_NAMES; default all)
+    refit_steps: int = Field(default=0, ge=0, le=10_000)
+    refit_lr: float = Field(default=0.02, gt=0, le=10)
+    rng_seed: int = Field(default=0, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)  # extra proposer fields
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSpec:
+        if self.budget_evals is None and self.budget_seconds is None:
+            raise ValueError("budget_evals: set budget_evals and/or budget_seconds (value None)")
+        return self
+
+
+class WorkersSpec(_Frozen):
+    count: int = Field(default=2, ge=0, le=10_000)
+    cpus: float = Field(default=1.0, ge=0)
+    gpus: float = Field(default=0.0, ge=0)
+    min: int = Field(default=0, ge=0)
+    max: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> WorkersSpec:
+        if not self.min <= self.count <= self.max:
+            raise ValueError(f"count: must lie in [min, max] = [{self.min}, {self.max}] (value {self.count})")
+        return self
+
+
+class JobSpec(_Frozen):
+    """A whole seed-search job."""
+
+    job: str | None = None  # job id; generated when left out
+    mode: Literal["search", "train", "hybrid"] = "hybrid"
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    fitness: FitnessSpec = Field(default_factory=FitnessSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    trainer: dict[str, Any] = Field(default_factory=dict)  # validated by trainer.load_trainer_config
+    workers: WorkersSpec = Field(default_factory=WorkersSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
+        if self.job is not None and not JOB_ID_RE.match(self.job):
+            raise ValueError(f"job: must match {JOB_ID_RE.pattern} (value {self.job!r})")
+        if self.data.kind == "text" and self.model.kind != "lm":
+            raise ValueError(
+                f"model.kind: data kind 'text' needs model kind 'lm' (value {self.model.kind!r})"
+            )
+        if self.data.kind != "text" and self.model.kind == "lm":
+            raise ValueError(f"model.kind: 'lm' needs data kind 'text' (value {self.data.kind!r})")
+        return self
+
+    def with_id(self) -> JobSpec:
+        """This spec with a job id (a fresh one when it has none)."""
+        return self if self.job else self.model_copy(update={"job": f"job-{uuid.uuid4().hex[:10]}"})
+
+
+def parse_job_spec(data: Any, source: str = "spec") -> JobSpec:
+    """Validate a dict into a JobSpec; raise SpecError with one line per error (field path and value)."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc)) from None
+    if spec.trainer:
+        from germinator_dist.trainer import load_trainer_config
+
+        load_trainer_config(spec.trainer)  # raises SpecError naming trainer.<field>
+    if spec.mode != "train":
+        from germinator_dist.proposers import make_proposer
+
+        try:
+            make_proposer(spec.search.proposer, **_proposer_fields(spec, layer_seeds=None))
+        except SpecError as exc:
+            raise SpecError(f"search.{exc}" if not str(exc).startswith("search.") else str(exc)) from None
+    return spec
+
+
+def _proposer_fields(spec: JobSpec, layer_seeds) -> dict:
+    s = spec.search
+    fields = dict(
+        seed_bits=spec.model.seed_bits,
+        population=s.population,
+        rng_seed=s.rng_seed,
+        budget=s.budget_evals or 100_000,
+        **s.options,
+    )
+    if s.slots is not None:
+        fields["slots"] = tuple(s.slots)
+    fields["incumbent_seeds"] = tuple(layer_seeds) if layer_seeds is not None else (0,) * 8
+    return fields
+
+
+def load_job_spec(path: str | Path) -> JobSpec:
+    """Read and validate a job YAML file. Raises SpecError naming the file, field and value."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"spec: cannot read {str(path)!r} ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"spec: {str(path)!r} is not valid YAML{where}") from None
+    spec = parse_job_spec(data, str(path))
+    if spec.data.path and not Path(spec.data.path).is_absolute():  # relative to the spec file
+        spec = spec.model_copy(
+            update={
+                "data": spec.data.model_copy(update={"path": str((path.parent / spec.data.path).resolve())})
+            }
+        )
+    return spec
+
+
+def load_dataset(data: DataSpec):
+    """Load the data a DataSpec names. Raises SpecError for missing or malformed files."""
+    from germinator_dist import data as datasets
+
+    if data.kind == "digits":
+        return datasets.load_digits_dataset()
+    if data.kind == "arrays":
+        return datasets.load_arrays_dataset(data.path)
+    return datasets.load_text_dataset(list(data.paths) or None)
+
+
+def resolve_job(spec: JobSpec):
+    """Load the data and fill in the model dimensions it determines. Returns (spec, dataset)."""
+    dataset = load_dataset(spec.data)
+    model = spec.model.resolved(**dataset.dims())
+    model.require_resolved()
+    return spec.model_copy(update={"model": model}), dataset
