@@ -86,12 +86,15 @@ def model_from_dict(data: dict, source: str = "checkpoint") -> GerminatorModel:
     if data.get("format") != FORMAT:
         raise CheckpointError(f"{source}: format is {data.get('format')!r}, expected {FORMAT!r}")
     if data.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{source}: format_version {data.get('format_version')!r} is not supported "
-                              f"(this build reads {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{source}: format_version {data.get('format_version')!r} is not supported "
+            f"(this build reads {FORMAT_VERSION})"
+        )
     if data.get("generator") != GENERATOR or data.get("generator_version") != prng.GENERATOR_VERSION:
         found = f"{data.get('generator')!r} v{data.get('generator_version')!r}"
-        raise CheckpointError(f"{source}: generator {found} differs from this build's "
-                              f"{GENERATOR} v{prng.GENERATOR_VERSION}")
+        raise CheckpointError(
+            f"{source}: generator {found} differs from this build's {GENERATOR} v{prng.GENERATOR_VERSION}"
+        )
     body = {k: v for k, v in data.items() if k != "sha256"}
     if "sha256" in data and data["sha256"] != _digest(body):
         raise CheckpointError(f"{source}: sha256 does not match the content (corrupted or edited)")
@@ -111,8 +114,10 @@ def model_from_dict(data: dict, source: str = "checkpoint") -> GerminatorModel:
             raise CheckpointError(f"{source}: layers[{k}].seeds: expected {N_SEEDS} integers, got {seeds!r}")
         floats = decode_floats(entry.get("floats", ""), f"{source}: layers[{k}].floats")
         if len(floats) != layer.num_floats:
-            raise CheckpointError(f"{source}: layers[{k}].floats: shape mismatch: layer needs "
-                                  f"{layer.num_floats} floats, file has {len(floats)}")
+            raise CheckpointError(
+                f"{source}: layers[{k}].floats: shape mismatch: layer needs "
+                f"{layer.num_floats} floats, file has {len(floats)}"
+            )
         if not all(math.isfinite(v) for v in floats):
             raise CheckpointError(f"{source}: layers[{k}].floats: non-finite value")
         try:
@@ -133,6 +138,7 @@ def load_checkpoint(path: str | os.PathLike) -> GerminatorModel:
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: truncated or not JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
-                              ) from None
+        raise CheckpointError(
+            f"{path}: truncated or not JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
+        ) from None
     return model_from_dict(data, str(path))

@@ -1,15 +1,244 @@
-"""``germinator-dist``: a thin CLI. Parses, validates, calls one function; user errors print one line."""
+"""``germinator-dist``: a thin CLI. Each command parses, validates, and calls one function.
+
+User errors (bad spec, unknown job, unreachable address, bad file) print one line and exit non-zero,
+without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from germinator_dist.errors import GerminatorError
 
+CONN_HELP = "connection: flags, then RAY_ADDRESS / GERMINATOR_REDIS_URL, then the local stack from `up`"
 
-def _cmd_demo_local(args) -> int:
+
+def _conn(p: argparse.ArgumentParser, ray: bool = True) -> None:
+    p.add_argument("--redis", help="seed table Redis URL (redis:// or rediss://)")
+    if ray:
+        p.add_argument("--address", help="Ray dashboard / job submission address, e.g. http://HEAD:8265")
+
+
+def _table(args, need_ray=False):
+    from germinator_dist import service
+
+    ep = service.resolve(args.redis, getattr(args, "address", None), need_ray=need_ray)
+    return service.open_table(ep), ep
+
+
+def cmd_validate(args) -> int:
+    from germinator_dist.jobspec import load_job_spec, resolve_job
+
+    spec = load_job_spec(args.spec)
+    resolved, _ = resolve_job(spec.with_id() if spec.job else spec)
+    print(json.dumps(resolved.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def cmd_up(args) -> int:
+    from germinator_dist import local_stack
+
+    st = local_stack.up(num_cpus=args.num_cpus)
+    print(
+        f"redis: {st['redis_url']}\nray:   {st['dashboard_url']} (GCS {st['ray_address']})\n"
+        f"data:  {st['home']}"
+    )
+    return 0
+
+
+def cmd_down(args) -> int:
+    from germinator_dist import local_stack
+
+    stopped = local_stack.down()
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from germinator_dist import service
+    from germinator_dist.jobspec import load_job_spec
+
+    spec = load_job_spec(args.spec)
+    if args.job:
+        spec = spec.model_copy(update={"job": args.job})
+        from germinator_dist.jobspec import parse_job_spec
+
+        spec = parse_job_spec(spec.model_dump(mode="json"))
+    ep = service.resolve(args.redis, args.address, need_ray=True)
+    print(service.submit(spec, ep))
+    return 0
+
+
+def _print_status(doc: dict) -> None:
+    best = "-" if doc["best_loss"] is None else f"{doc['best_loss']:.4f}"
+    print(
+        f"job {doc['job_id']}: {doc['state']}  evaluations {doc['evaluations']}  "
+        f"({doc['evals_per_s']:.1f}/s)  accepted {doc['accepted']}  stale {doc['stale']}  "
+        f"workers {doc['workers_live']}/{doc['workers_desired']}  best loss {best}"
+    )
+    for layer in doc["layers"]:
+        loss = "-" if layer["loss"] is None else f"{layer['loss']:.4f}"
+        print(f"  layer {layer['layer']}: loss {loss}  version {layer['version']}  by {layer['writer']}")
+
+
+def cmd_status(args) -> int:
+    from germinator_dist import service
+
+    table, _ = _table(args)
+    if args.job is None:
+        jobs = table.list_jobs()
+        if not jobs:
+            print("no jobs")
+            return 0
+        args.job = max(jobs, key=lambda j: j.created).job
+    service.ensure_job(table, args.job)
+    if args.watch:
+        from germinator_dist.watch import watch
+
+        doc = watch(table, args.job)
+    else:
+        doc = service.status(table, args.job)
+    if args.json:
+        print(json.dumps(doc))
+    elif not args.watch:
+        _print_status(doc)
+    return 1 if args.watch and doc["state"] == "FAILED" else 0
+
+
+def cmd_jobs(args) -> int:
+    from germinator_dist import service
+
+    table, _ = _table(args)
+    jobs = sorted(table.list_jobs(), key=lambda j: j.created)
+    rows = []
+    for j in jobs:
+        doc = service.status(table, j.job)
+        rows.append(
+            {
+                "job_id": j.job,
+                "state": j.state.value,
+                "best_loss": doc["best_loss"],
+                "evaluations": doc["evaluations"],
+            }
+        )
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for r in rows:
+        best = "-" if r["best_loss"] is None else f"{r['best_loss']:.4f}"
+        print(f"{r['job_id']:<40} {r['state']:<10} best loss {best:<8} evaluations {r['evaluations']}")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from germinator_dist import service
+
+    table, ep = _table(args, need_ray=True)
+    service.ensure_job(table, args.job)
+    service.resume(table, ep, args.job)
+    print(args.job)
+    return 0
+
+
+def cmd_scale(args) -> int:
+    from germinator_dist import service
+    from germinator_dist.errors import SpecError
+
+    table, _ = _table(args)
+    service.ensure_job(table, args.job)
+    if args.workers < 0:
+        raise SpecError(f"--workers: must be >= 0 (value {args.workers})")
+    table.set_desired_workers(args.job, args.workers)
+    print(f"job {args.job}: desired workers {args.workers}")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from germinator_dist import service
+
+    table, ep = _table(args)
+    service.ensure_job(table, args.job)
+    service.cancel(table, ep, args.job)
+    print(f"job {args.job}: {table.get_state(args.job).value}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from germinator_dist import service
+
+    table, _ = _table(args)
+    service.ensure_job(table, args.job)
+    size = service.export(table, args.job, Path(args.output))
+    print(f"{args.output}: {size} bytes")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from germinator_dist.evaluate import evaluate_checkpoint
+
+    doc = evaluate_checkpoint(Path(args.model), args.data)
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in doc.items()))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from germinator_dist.evaluate import generate_text
+
+    print(generate_text(Path(args.model), args.prompt, args.bytes, args.temperature, args.seed))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    import ray
+
+    from germinator_dist import service
+    from germinator_dist.sweep import load_sweep, run_sweep
+
+    load_sweep(args.sweep)  # validate before anything starts
+    ep = service.resolve(args.redis, args.address, need_ray=True)
+    service.open_table(ep)
+    gcs = args.address or None
+    if gcs is None:
+        from germinator_dist import local_stack
+
+        st = local_stack.read_state()
+        gcs = st["ray_address"] if st and not os.environ.get("RAY_ADDRESS") else os.environ.get("RAY_ADDRESS")
+    ray.init(address=gcs or "auto", log_to_driver=False)
+    result = run_sweep(args.sweep, ep.redis_url)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'trial job':<44}{'best loss':>10}{'evals':>8}{'reports':>8}  config")
+    for t in sorted(result["trials"], key=lambda t: (t["best_loss"] is None, t["best_loss"] or 0)):
+        loss = "-" if t["best_loss"] is None else f"{t['best_loss']:.4f}"
+        print(
+            f"{str(t['job']):<44}{loss:>10}{str(t['evaluations']):>8}{str(t['iterations']):>8}  {t['config']}"
+        )
+    if result["best_spec"] is not None:
+        import yaml
+
+        print("best spec:")
+        print(yaml.safe_dump(result["best_spec"], sort_keys=False))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from germinator_dist.demo import run_demo
+
+    doc = run_demo(args)
+    if args.json:
+        print(json.dumps(doc))
+    return 0
+
+
+def cmd_demo_local(args) -> int:
     from germinator_dist.local_demo import run_local_demo
 
     result = run_local_demo(rank=args.rank, steps=args.steps)
@@ -21,22 +250,90 @@ def _cmd_demo_local(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="germinator-dist",
+        epilog=CONN_HELP,
         description="Distributed gradient-free seed search for GERMINATOR networks.",
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser(
-        "demo-local", help="the core demo on one process: digits, seed picking, float training"
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("validate", help="check a job spec; print the resolved spec or every error")
+    c.add_argument("spec")
+    c.set_defaults(func=cmd_validate)
+
+    c = sub.add_parser("up", help="start the local default: a Ray head and a redis-server on 127.0.0.1")
+    c.add_argument("--num-cpus", type=int, default=None, help="CPUs the local Ray head offers")
+    c.set_defaults(func=cmd_up)
+    c = sub.add_parser("down", help="stop what `up` started (only that)")
+    c.set_defaults(func=cmd_down)
+
+    c = sub.add_parser(
+        "submit", help="write a job to the seed table and start it on the cluster; prints its id"
     )
-    d.add_argument("--rank", type=int, default=64, help="rank of every layer (default 64)")
-    d.add_argument("--steps", type=int, default=600, help="float training steps (default 600)")
-    d.add_argument("--json", action="store_true", help="also print the figures as one JSON document")
-    d.set_defaults(func=_cmd_demo_local)
-    # Until the distributed service lands, `demo` runs the local core demo.
-    d2 = sub.add_parser("demo", help="the main demo job (currently: the local core demo)")
-    d2.add_argument("--rank", type=int, default=64, help="rank of every layer (default 64)")
-    d2.add_argument("--steps", type=int, default=600, help="float training steps (default 600)")
-    d2.add_argument("--json", action="store_true", help="also print the figures as one JSON document")
-    d2.set_defaults(func=_cmd_demo_local)
+    c.add_argument("spec")
+    c.add_argument("--job", help="job id (overrides the spec's)")
+    _conn(c)
+    c.set_defaults(func=cmd_submit)
+
+    c = sub.add_parser("status", help="a job's state, progress, workers and best loss per layer")
+    c.add_argument("job", nargs="?", help="job id (default: the newest job)")
+    c.add_argument("--json", action="store_true", help="one machine-readable JSON document")
+    c.add_argument("--watch", action="store_true", help="live progress display until the job ends")
+    _conn(c, ray=False)
+    c.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("jobs", help="every job in the seed table with its state and best loss")
+    c.add_argument("--json", action="store_true")
+    _conn(c, ray=False)
+    c.set_defaults(func=cmd_jobs)
+
+    c = sub.add_parser("resume", help="start a new driver for a job whose driver died or was cancelled")
+    c.add_argument("job")
+    _conn(c)
+    c.set_defaults(func=cmd_resume)
+
+    c = sub.add_parser("scale", help="change the desired worker count of a running job")
+    c.add_argument("job")
+    c.add_argument("--workers", type=int, required=True)
+    _conn(c, ray=False)
+    c.set_defaults(func=cmd_scale)
+
+    c = sub.add_parser("cancel", help="stop a job's driver, trainer and workers (the table keeps its state)")
+    c.add_argument("job")
+    _conn(c)
+    c.set_defaults(func=cmd_cancel)
+
+    c = sub.add_parser("export", help="write the job's model as a tiny checkpoint (JSON)")
+    c.add_argument("job")
+    c.add_argument("-o", "--output", required=True)
+    _conn(c, ray=False)
+    c.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("evaluate", help="metrics of a checkpoint on its job's test split or --data")
+    c.add_argument("model")
+    c.add_argument("--data", help="a .npz (X, y) or a text file to evaluate on instead")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("generate", help="sample bytes from a language-model checkpoint")
+    c.add_argument("model")
+    c.add_argument("--prompt", default="def ")
+    c.add_argument("--bytes", type=int, default=200)
+    c.add_argument("--temperature", type=float, default=0.8)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_generate)
+
+    c = sub.add_parser(
+        "demo", help="the main demo: local stack, submit examples/digits.yaml, watch, export, evaluate"
+    )
+    c.add_argument("--spec", default=None, help="job spec to run (default: examples/digits.yaml)")
+    c.add_argument("--json", action="store_true", help="print one JSON document at the end")
+    _conn(c)
+    c.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("demo-local", help="the core demo on one process (no Ray, no Redis)")
+    c.add_argument("--rank", type=int, default=64)
+    c.add_argument("--steps", type=int, default=600)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_demo_local)
     return p
 
 

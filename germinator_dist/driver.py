@@ -12,6 +12,8 @@ the same methods), so it imports neither Ray nor Redis.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import functools
 import itertools
 import json
 import logging
@@ -29,6 +31,8 @@ from germinator_dist.records import CommitOutcome, JobState, Snapshot
 
 log = logging.getLogger("germinator.driver")
 MAX_ATTEMPTS = 3  # a batch lost this many times is dropped (its candidates are discarded)
+WORKER_TTL = 10.0  # seconds a worker's heartbeat in the table lives
+WORKER_HEARTBEAT_S = WORKER_TTL / 4  # each live worker's heartbeat is refreshed about this often
 
 
 @dataclass
@@ -61,6 +65,10 @@ class SearchDriver:
         self._task_ids = itertools.count()
         self._redispatch: deque[Task] = deque()
         self._unreported = DriverStats()
+        self._heartbeat_at: dict[str, float] = {}  # worker -> when its heartbeat was last written
+        self._last_report = time.monotonic()
+        self._writer: cf.ThreadPoolExecutor | None = None  # progress/heartbeat writes, during run()
+        self._pending_report: cf.Future | None = None
         snap = table.snapshot(job)
         n = len(snap.layers)
         self.layers = list(spec.search.layers) if spec.search.layers is not None else list(range(n))
@@ -116,6 +124,41 @@ class SearchDriver:
                 return Task(next(self._task_ids), k, tuple(cands), snap, s.refit_steps, s.refit_lr)
         return None  # every proposer is exhausted
 
+    def _new_tasks(self, snap: Snapshot, count: int) -> list[Task]:
+        """Up to ``count`` tasks in schedule order, asking each layer's proposer once for all of its tasks
+        (one ask of many candidates costs far less than many asks of a few). Empty when every proposer
+        is exhausted."""
+        s = self.spec.search
+        per_layer: dict[int, int] = {}  # layer -> tasks wanted, in schedule order
+        for _ in range(count):
+            k = self._next_layer()
+            per_layer[k] = per_layer.get(k, 0) + 1
+        tasks = []
+        for k, m in per_layer.items():
+            cands = self.proposers[k].ask(m * s.candidates_per_call)
+            for i in range(0, len(cands), s.candidates_per_call):
+                batch = tuple(cands[i : i + s.candidates_per_call])
+                tasks.append(Task(next(self._task_ids), k, batch, snap, s.refit_steps, s.refit_lr))
+        if not tasks and count:  # the scheduled layers are exhausted: try every layer
+            task = self._new_task(snap)
+            tasks = [task] if task is not None else []
+        return tasks
+
+    def _dispatch(self, live: list[str], snap: Snapshot, searching: bool) -> bool:
+        """Fill every live worker up to ``in_flight_per_worker``: lost batches first, then new tasks.
+        Returns False when new tasks were wanted and every proposer is exhausted."""
+        free = []  # one entry per free slot, worker by worker
+        for w in live:
+            free += [w] * max(0, self.spec.search.in_flight_per_worker - self.pool.in_flight(w))
+        while free and self._redispatch:
+            self.pool.submit(free.pop(0), self._redispatch.popleft())
+        if not searching or not free:
+            return True
+        tasks = self._new_tasks(snap, len(free))
+        for w, task in zip(free, tasks):
+            self.pool.submit(w, task)
+        return bool(tasks)
+
     # ---- results ------------------------------------------------------------------------------------
     def _handle(self, done: Completion, snap: Snapshot) -> Snapshot:
         task = done.task
@@ -134,9 +177,12 @@ class SearchDriver:
         n = len(res.losses)
         self._count(evaluations=n)
         prop = self.proposers[task.layer]
-        if tuple(res.versions) != snap.versions:
+        versions = tuple(res.versions)
+        # Versions only grow: a result older than the snapshot in hand is stale without asking the table;
+        # only one that may be newer (another driver or the trainer moved the table) needs a fresh read.
+        if versions != snap.versions and not any(r < s for r, s in zip(versions, snap.versions)):
             snap = self.table.snapshot(self.job)
-        if tuple(res.versions) != snap.versions:  # computed against a stale snapshot: drop and count
+        if versions != snap.versions:  # computed against a stale snapshot: drop and count
             self._count(stale=1)
             for c in task.candidates:
                 prop.discard(c)
@@ -162,7 +208,8 @@ class SearchDriver:
             f"{self.id}/{res.worker}",
         )
         if outcome == CommitOutcome.ACCEPTED:
-            self._count(accepted=1)
+            self.stats.accepted += 1
+            self.table.update_progress(self.job, accepted=1)  # at once: the stream is the truth, keep close
             snap = self.table.snapshot(self.job)
             prop.set_incumbent(snap.layers[task.layer].seeds, snap.layers[task.layer].loss)
             return snap
@@ -189,7 +236,11 @@ class SearchDriver:
             return False
         return s.budget_seconds is None or time.monotonic() - t0 < s.budget_seconds
 
-    def _report(self, t0: float, window: deque) -> None:
+    def _report(self, t0: float, window: deque, *, final: bool = False) -> None:
+        """Write progress and heartbeats to the table. The counters, the rate and the pool's status are
+        read here; the Redis writes (one round trip each, fsynced under ``appendfsync always``) go to a
+        background thread so that they never stall dispatching. A write that failed raises here, at the
+        next report; the final report writes synchronously after the last background one."""
         now = time.monotonic()
         window.append((now, self.stats.evaluations))
         while len(window) > 2 and now - window[0][0] > 10:
@@ -197,24 +248,56 @@ class SearchDriver:
         rate = (
             (window[-1][1] - window[0][1]) / max(window[-1][0] - window[0][0], 1e-9) if len(window) > 1 else 0
         )
+        pending = self._pending_report
+        if pending is not None and not pending.done() and not final:
+            return  # the previous report is still being written: its counters stay unreported
+        self._pending_report = None
+        if pending is not None:
+            pending.result()  # re-raise a failed background write (waits for it on the final report)
         st = self.pool.status()
-        u = self._unreported
+        u, self._unreported = self._unreported, DriverStats()
+        workers = self._workers_to_heartbeat(st, now)
+        write = functools.partial(self._write_report, u, float(rate), st, workers)
+        if final or self._writer is None:
+            write()
+        else:
+            self._pending_report = self._writer.submit(write)
+
+    def _write_report(self, u: DriverStats, rate: float, st, workers: list[str]) -> None:
         self.table.update_progress(
             self.job,
             evaluations=u.evaluations,
             accepted=u.accepted,
             stale=u.stale,
             not_better=u.not_better,
-            evals_per_s=float(rate),
+            evals_per_s=rate,
             workers_live=len(st.live),
         )
-        self._unreported = DriverStats()
         payload = {"pid": os.getpid(), "host": socket.gethostname(), "lost_workers": self.stats.lost_workers}
         self.table.heartbeat(
             self.job, "driver", self.id, ttl=max(5.0, 10 * self.progress_interval), payload=payload
         )
-        for w in st.live:
-            self.table.heartbeat(self.job, "worker", w, ttl=10.0, payload={"node": st.nodes.get(w, "")})
+        for w in workers:
+            self.table.heartbeat(self.job, "worker", w, ttl=WORKER_TTL, payload={"node": st.nodes.get(w, "")})
+
+    def _workers_to_heartbeat(self, st, now: float) -> list[str]:
+        """Live workers whose heartbeat to write now: new ones at once, the others spread so that each is
+        refreshed about every WORKER_HEARTBEAT_S (one Redis round trip per worker: hundreds of workers
+        must not cost hundreds of round trips per progress report)."""
+        live = set(st.live)
+        for w in [w for w in self._heartbeat_at if w not in live]:
+            del self._heartbeat_at[w]
+        since = max(now - self._last_report, self.progress_interval)
+        self._last_report = now
+        quota = math.ceil(len(st.live) * since / WORKER_HEARTBEAT_S)
+        order = sorted(st.live, key=lambda w: self._heartbeat_at.get(w, -math.inf))
+        due = []
+        for i, w in enumerate(order):
+            if i >= quota and now - self._heartbeat_at.get(w, -math.inf) < WORKER_HEARTBEAT_S:
+                break
+            due.append(w)
+            self._heartbeat_at[w] = now
+        return due
 
     def run(self) -> DriverStats:
         """Search until the budget ends or the job leaves RUNNING. Returns the run's counters."""
@@ -225,6 +308,7 @@ class SearchDriver:
         snap = self.table.snapshot(self.job)
         desired = self.table.desired_workers(self.job)
         exhausted = False
+        self._writer = cf.ThreadPoolExecutor(1, thread_name_prefix="germ-driver-report")
         try:
             while True:
                 now = time.monotonic()
@@ -236,18 +320,8 @@ class SearchDriver:
                     self.pool.resize(desired)
                 searching = self._budget_left(base_evals, t0) and not exhausted
                 status = self.pool.status()
-                for w in status.live:
-                    while self.pool.in_flight(w) < self.spec.search.in_flight_per_worker:
-                        if self._redispatch:
-                            self.pool.submit(w, self._redispatch.popleft())
-                            continue
-                        if not searching:
-                            break
-                        task = self._new_task(snap)
-                        if task is None:
-                            exhausted = True
-                            break
-                        self.pool.submit(w, task)
+                if not self._dispatch(status.live, snap, searching):
+                    exhausted = True
                 busy = any(self.pool.in_flight(w) for w in status.live) or self._redispatch
                 if not searching and not busy:
                     break
@@ -262,10 +336,13 @@ class SearchDriver:
         finally:
             self.stats.seconds = time.monotonic() - t0
             try:
-                self._report(t0, window)
+                self._report(t0, window, final=True)
                 self.save_proposer_states()
             except Exception as exc:  # noqa: BLE001 - the table may be the thing that failed
                 log.warning("final progress report failed: %s", exc)
+            finally:
+                self._writer.shutdown(wait=True)
+                self._writer, self._pending_report = None, None
         return self.stats
 
 

@@ -6,6 +6,11 @@ layer k re-runs only layers k.. . The incumbent and every candidate are measured
 same batch; with ``refit_steps > 0`` each of them (incumbent included, so the comparison stays fair)
 first gets a few Adam steps on that layer's floats, on the cached inputs.
 
+Per snapshot it also remembers the incumbent's measurement for each (layer, refit settings): the same
+snapshot, batch and floats give the same number, so later batches against that snapshot (and one-candidate
+calls) do not pay for it again. Layers after k are fixed within a snapshot; their seeded tensors come from
+the per-tensor cache instead of being regenerated for every candidate.
+
 Pure core: torch only. The Ray worker actor and the local demo both wrap it.
 """
 
@@ -40,6 +45,8 @@ class LayerEvaluator:
         self.worker_id = worker_id
         self._versions: tuple[int, ...] | None = None
         self._prefix: dict[int, dict] = {}  # layer -> state entering it, for the loaded snapshot
+        self._incumbent: dict[tuple, tuple] = {}  # (layer, refit_steps, refit_lr) -> (loss, floats)
+        self._fixed_after: dict[int, FixedTensors] = {}  # layer -> its tensors in the loaded snapshot
         self._tensors: OrderedDict = OrderedDict()  # (layer, name, seed) -> tensor, LRU
         self._tensor_bytes = 0
         self._tensor_budget = int(tensor_cache_mb * 2**20)
@@ -57,6 +64,8 @@ class LayerEvaluator:
             layer.set_floats(floats[k])
         self._versions = versions
         self._prefix = {}
+        self._incumbent = {}
+        self._fixed_after = {}
 
     def _state_entering(self, k: int) -> dict:
         if k not in self._prefix:
@@ -98,26 +107,42 @@ class LayerEvaluator:
         return fixed
 
     # ---- evaluation ------------------------------------------------------------------------------
+    def _snapshot_fixed(self, j: int) -> FixedTensors:
+        """Layer j's tensors for the loaded snapshot (layers after the searched one do not change within
+        a snapshot); kept while they fit in half the tensor budget, else rebuilt from the tensor LRU."""
+        fixed = self._fixed_after.get(j)
+        if fixed is None:
+            fixed = self._fixed(j, self.model.layers[j].get_seeds())
+            held = sum(f.nbytes() for f in self._fixed_after.values())
+            if held + fixed.nbytes() <= self._tensor_budget // 2:
+                self._fixed_after[j] = fixed
+        return fixed
+
     def _loss(self, k: int, state: dict, fixed: FixedTensors) -> torch.Tensor:
-        out = self.model.run(state, k, fixed={k: fixed})
+        fixed_all = {j: self._snapshot_fixed(j) for j in range(k + 1, len(self.model.layers))}
+        fixed_all[k] = fixed
+        out = self.model.run(state, k, fixed=fixed_all)
         return self.model.loss_from_logits(out["logits"], self.batch.targets)
 
     def _score(self, k: int, fixed: FixedTensors, floats0, refit_steps: int, refit_lr: float):
         layer = self.model.layers[k]
-        layer.set_floats(floats0)
         state = self._state_entering(k)
-        if refit_steps > 0:
-            params = list(layer.parameters())
-            for p in params:
-                p.requires_grad_(True)
-            opt = torch.optim.Adam(params, lr=refit_lr)
-            for _ in range(refit_steps):
-                loss = self._loss(k, state, fixed)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            for p in params:
-                p.requires_grad_(False)
+        if refit_steps <= 0:  # the layer holds floats0 (evaluate restores them): nothing to reset or read
+            with torch.no_grad():
+                loss = float(self._loss(k, state, fixed))
+            return (loss if math.isfinite(loss) else math.inf), tuple(floats0)
+        layer.set_floats(floats0)
+        params = list(layer.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params, lr=refit_lr)
+        for _ in range(refit_steps):
+            loss = self._loss(k, state, fixed)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for p in params:
+            p.requires_grad_(False)
         with torch.no_grad():
             loss = float(self._loss(k, state, fixed))
         floats = layer.get_floats()
@@ -139,9 +164,12 @@ class LayerEvaluator:
             layer.set_seeds(seeds)
         layer.set_seeds(incumbent_seeds)
         try:
-            inc_loss, inc_floats = self._score(
-                k, self._fixed(k, incumbent_seeds), floats0, refit_steps, refit_lr
-            )
+            key = (k, int(refit_steps), float(refit_lr))
+            if key not in self._incumbent:
+                self._incumbent[key] = self._score(
+                    k, self._fixed(k, incumbent_seeds), floats0, refit_steps, refit_lr
+                )
+            inc_loss, inc_floats = self._incumbent[key]
             losses, floats = [], []
             for seeds in candidates:
                 loss, fl = self._score(k, self._fixed(k, seeds), floats0, refit_steps, refit_lr)

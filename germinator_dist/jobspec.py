@@ -123,10 +123,14 @@ def parse_job_spec(data: Any, source: str = "spec") -> JobSpec:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(format_validation_error(exc)) from None
-    if spec.trainer:
+    if spec.trainer or spec.mode != "search":
         from germinator_dist.trainer import load_trainer_config
 
-        load_trainer_config(spec.trainer)  # raises SpecError naming trainer.<field>
+        tc = load_trainer_config(spec.trainer)  # raises SpecError naming trainer.<field>
+        if spec.mode == "train" and tc.total_steps is None and tc.budget_s is None:
+            raise SpecError(
+                "trainer.total_steps: mode 'train' needs trainer.total_steps or trainer.budget_s (value None)"
+            )
     if spec.mode != "train":
         from germinator_dist.proposers import make_proposer
 

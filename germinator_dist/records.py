@@ -166,3 +166,59 @@ class TableEvent(_Record):
     loss: float
     writer: str
     time: float
+
+
+# --- scale trainer records (germinator_dist.trainer) ----------------------------------------------------
+
+
+class FloatPublication(_Record):
+    """The trainer's offer for one layer: its floats, trained against the layer at ``expected_version``.
+
+    ``loss`` is the full model's mean cross-entropy (nats) on the fitness batch -- the table's loss.
+    """
+
+    layer: int = Field(ge=0)
+    expected_version: int = Field(ge=0)
+    floats: tuple[float, ...]
+    loss: float
+
+
+class TrainStats(_Record):
+    """What one ``ScaleTrainer.train`` call did. A skipped step (non-finite loss/gradient) changed nothing."""
+
+    steps: int = Field(ge=0)  # steps applied
+    skipped: int = Field(ge=0)  # steps skipped for a non-finite loss, gradient or update
+    loss: float  # the last applied step's minibatch loss (nan if none was applied)
+    lr: float  # the learning rate of the last step
+    seconds: float = 0.0
+
+
+class Validation(_Record):
+    """Held-out loss (mean cross-entropy, nats); ``bits_per_byte`` for LMs, ``accuracy`` for classifiers."""
+
+    loss: float
+    bits_per_byte: float | None = None
+    accuracy: float | None = None
+
+
+class TrainerProgress(_Record):
+    """The trainer loop's running totals, reported after every publish round and returned at the end.
+
+    ``stop_reason`` is empty while running, then one of: ``cancelled``, ``succeeded``, ``failed`` (the job's
+    state), ``stopped`` (the stop signal) or ``budget`` (total_steps or budget_s used up).
+    """
+
+    rounds: int = 0
+    steps: int = 0  # steps applied
+    skipped_steps: int = 0
+    nonfinite_losses: int = 0  # publish rounds whose fitness loss was non-finite (nothing proposed)
+    accepted: int = 0
+    stale: int = 0
+    not_better: int = 0
+    reloaded: int = 0  # layers (re)loaded from the table by sync, the first load included
+    train_loss: float = float("nan")
+    fitness_loss: float = float("nan")
+    lr: float = 0.0
+    validation: Validation | None = None
+    seconds: float = 0.0
+    stop_reason: str = ""

@@ -1,0 +1,64 @@
+"""Metrics of a tiny checkpoint on its job's test split (or a user's data), and text generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from germinator_dist.checkpoint import load_checkpoint
+from germinator_dist.errors import SpecError
+from germinator_dist.jobs import accuracy
+from germinator_dist.jobspec import DataSpec, load_dataset
+
+
+def _dataset_for(model, meta: dict, data: str | None):
+    if data is not None:
+        path = Path(data)
+        if model.spec.kind == "lm":
+            return load_dataset(DataSpec(kind="text", paths=(str(path),)))
+        if path.suffix != ".npz":
+            raise SpecError(f"--data: expected a .npz file with X and y for a classifier (value {data!r})")
+        return load_dataset(DataSpec(kind="arrays", path=str(path)))
+    if "data" not in meta:
+        raise SpecError("--data: the checkpoint does not name its job's data; pass --data")
+    return load_dataset(DataSpec.model_validate(meta["data"]))
+
+
+def evaluate_checkpoint(path: Path, data: str | None = None) -> dict:
+    """{'accuracy' or 'bits_per_byte', 'loss', 'checkpoint_bytes', ...}. Raises CheckpointError/SpecError."""
+    import json
+
+    model = load_checkpoint(path)
+    meta = json.loads(path.read_text()).get("meta", {})
+    ds = _dataset_for(model, meta, data)
+    dims = ds.dims()
+    for name, value in dims.items():
+        have = getattr(model.spec, name)
+        if name == "num_classes" and value <= have:
+            continue  # a test split may lack the highest classes
+        if have != value:
+            raise SpecError(f"--data: the model has {name}={have} but the data has {value}")
+    doc = accuracy(model, ds, model.spec.context)
+    doc["checkpoint_bytes"] = path.stat().st_size
+    doc["trained_floats"] = model.num_floats()
+    return doc
+
+
+def generate_text(path: Path, prompt: str, n_bytes: int, temperature: float, seed: int) -> str:
+    """Sample ``n_bytes`` bytes after ``prompt`` from a language-model checkpoint."""
+    model = load_checkpoint(path)
+    if model.spec.kind != "lm":
+        raise SpecError(f"model: generate needs a language model, {path} holds a {model.spec.kind!r}")
+    if temperature <= 0:
+        raise SpecError(f"--temperature: must be > 0 (value {temperature})")
+    g = torch.Generator().manual_seed(seed)
+    out = list(prompt.encode()) or [10]
+    ctx = model.spec.context
+    model.set_cache(True)
+    with torch.no_grad():
+        for _ in range(n_bytes):
+            tok = torch.tensor([out[-ctx:]])
+            logits = model(tok)[0, -1] / temperature  # (vocab,)
+            out.append(int(torch.multinomial(torch.softmax(logits, -1), 1, generator=g)))
+    return bytes(out).decode("utf-8", errors="replace")

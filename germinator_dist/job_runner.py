@@ -1,0 +1,96 @@
+"""The process that runs one job on a Ray cluster: ``python -m germinator_dist.job_runner JOB --redis URL``.
+
+Started by ``germinator-dist submit``/``resume`` through Ray's Job Submission API (so it runs on the
+cluster, not in the user's terminal), or directly. It reads the job's spec from the seed table, loads the
+data, starts the worker actors (and the scale trainer in ``train``/``hybrid`` mode), runs the search
+driver until the budget ends or the job is cancelled, and sets the final state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import ray
+
+from germinator_dist.driver import SearchDriver
+from germinator_dist.errors import GerminatorError
+from germinator_dist.jobs import fitness_batch
+from germinator_dist.jobspec import JobSpec, load_dataset
+from germinator_dist.ray_pool import RayPool
+from germinator_dist.records import JobState
+from germinator_dist.table import SeedTable
+
+log = logging.getLogger("germinator.job")
+
+
+def run_job(
+    table: SeedTable, job: str, *, redis_url: str | None = None, progress_interval: float = 0.5
+) -> JobState:
+    """Run ``job`` to its end on the Ray cluster this process is connected to. Returns the final state.
+
+    Raises GerminatorError for a job that cannot run (unknown id, bad spec or data).
+    """
+    spec = JobSpec.model_validate_json(table.get_spec(job))
+    dataset = load_dataset(spec.data)
+    batch = fitness_batch(spec, dataset)
+    state = table.get_state(job)
+    if state != JobState.RUNNING:
+        table.set_state(job, JobState.RUNNING)
+    pool = RayPool(
+        spec.model.model_dump_json(),
+        batch.inputs.numpy(),
+        batch.targets.numpy(),
+        cpus=spec.workers.cpus,
+        gpus=spec.workers.gpus,
+        name_prefix=f"{job}-w",
+    )
+    trainer = None
+    try:
+        if spec.mode in ("train", "hybrid"):
+            from germinator_dist.trainer_actor import start_trainer
+
+            trainer = start_trainer(redis_url or table.url, spec)
+        if spec.mode in ("search", "hybrid"):
+            stats = SearchDriver(table, job, spec, pool, progress_interval=progress_interval).run()
+            log.info("search finished: %s", stats)
+        if trainer is not None:
+            trainer.wait_or_stop(search_done=spec.mode == "hybrid")
+    except BaseException:
+        if table.get_state(job) == JobState.RUNNING:
+            table.set_state(job, JobState.FAILED)
+        raise
+    finally:
+        pool.shutdown()
+        if trainer is not None:
+            trainer.shutdown()
+    if table.get_state(job) == JobState.RUNNING:
+        table.set_state(job, JobState.SUCCEEDED)
+    return table.get_state(job)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m germinator_dist.job_runner")
+    p.add_argument("job")
+    p.add_argument("--redis", default=os.environ.get("GERMINATOR_REDIS_URL"), help="seed table Redis URL")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray address (default: auto)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not args.redis:
+        print("error: --redis: no seed table URL (flag or GERMINATOR_REDIS_URL)", file=sys.stderr)
+        return 2
+    try:
+        ray.init(address=args.address or "auto", log_to_driver=False)
+        with SeedTable(args.redis) as table:
+            state = run_job(table, args.job, redis_url=args.redis)
+    except GerminatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"job {args.job}: {state.value}")
+    return 0 if state in (JobState.SUCCEEDED, JobState.CANCELLED) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Ray side of the evaluator pool: ``SeedWorker`` actors and ``RayPool`` (the EvaluatorPool for clusters).
+
+A worker receives the model spec and the fitness batch once (the batch through the object store, at
+construction) and then only small messages: a layer index, candidate seed vectors, the snapshot's seeds,
+floats and versions. It answers with an EvalResult as a plain dict (losses, floats, versions) -- never a
+tensor. Workers that ask for GPUs generate and compute on the GPU.
+
+Failures: a call on a dead worker (actor died, node lost) raises; the pool reports that batch as lost
+(the driver re-dispatches it), kills and forgets the worker, and ``resize`` starts a replacement as soon as
+the cluster has room. Nothing here waits without a timeout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+
+import numpy as np
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
+from germinator_dist.pool import Completion, PoolStatus, Task
+from germinator_dist.records import EvalResult, Snapshot
+
+log = logging.getLogger("germinator.ray_pool")
+GET_TIMEOUT_S = 30.0
+
+
+@ray.remote(max_restarts=0, max_task_retries=0)
+class SeedWorker:
+    """Holds a LayerEvaluator; evaluates batches of candidates for one layer at a time."""
+
+    def __init__(
+        self, spec_json: str, inputs: np.ndarray, targets: np.ndarray, worker_id: str, use_gpu: bool
+    ) -> None:
+        import torch
+
+        from germinator_dist.evaluator import LayerEvaluator
+        from germinator_dist.model import Batch
+        from germinator_dist.spec import ModelSpec
+
+        torch.set_num_threads(1)
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        batch = Batch(torch.from_numpy(np.array(inputs)), torch.from_numpy(np.array(targets)))
+        self.evaluator = LayerEvaluator(
+            ModelSpec.model_validate_json(spec_json), batch, device, worker_id=worker_id
+        )
+        self.id = worker_id
+
+    def ping(self) -> dict:
+        import os
+        import socket
+
+        return {
+            "worker": self.id,
+            "node": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": str(self.evaluator.device),
+        }
+
+    def evaluate(
+        self, layer: int, candidates: list[list[int]], snapshot_json: str, refit_steps: int, refit_lr: float
+    ) -> dict:
+        snap = Snapshot.model_validate_json(snapshot_json)
+        self.evaluator.load_snapshot(snap.seeds(), snap.floats(), snap.versions)
+        res = self.evaluator.evaluate(layer, candidates, refit_steps, refit_lr)
+        return res.model_dump(mode="json")
+
+
+class RayPool:
+    """EvaluatorPool of SeedWorker actors. Call from the driver process (inside a Ray job or driver)."""
+
+    def __init__(
+        self,
+        spec_json: str,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        *,
+        cpus: float = 1.0,
+        gpus: float = 0.0,
+        name_prefix: str = "w",
+        start_timeout_s: float = 600.0,
+    ) -> None:
+        self._spec_json = spec_json
+        self._inputs_ref = ray.put(inputs)  # sent to each worker once, at construction
+        self._targets_ref = ray.put(targets)
+        self._cpus, self._gpus = cpus, gpus
+        self._prefix = name_prefix
+        self._ids = itertools.count()
+        self._actors: dict[str, ray.actor.ActorHandle] = {}
+        self._ready: dict[str, dict] = {}  # worker -> ping info, once started
+        self._starting: dict[str, ray.ObjectRef] = {}  # worker -> pending ping
+        self._retiring: set[str] = set()
+        self._refs: dict[ray.ObjectRef, tuple[str, Task]] = {}
+        self._lost = 0
+        self._start_timeout = start_timeout_s
+        self._started_at: dict[str, float] = {}
+
+    # ---- membership -----------------------------------------------------------------------------
+    def _start(self) -> None:
+        wid = f"{self._prefix}{next(self._ids)}"
+        # scheduling_strategy set explicitly: never captured by a caller's placement group (e.g. a Tune trial)
+        actor = SeedWorker.options(
+            num_cpus=self._cpus, num_gpus=self._gpus, scheduling_strategy="DEFAULT"
+        ).remote(self._spec_json, self._inputs_ref, self._targets_ref, wid, self._gpus > 0)
+        self._actors[wid] = actor
+        self._starting[wid] = actor.ping.remote()
+        self._started_at[wid] = time.monotonic()
+
+    def _kill(self, wid: str) -> None:
+        actor = self._actors.pop(wid, None)
+        self._ready.pop(wid, None)
+        self._starting.pop(wid, None)
+        self._retiring.discard(wid)
+        if actor is not None:
+            try:
+                ray.kill(actor, no_restart=True)
+            except RayError:  # already gone
+                pass
+
+    def _check_starting(self) -> None:
+        if not self._starting:
+            return
+        refs = list(self._starting.values())
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        by_ref = {r: w for w, r in self._starting.items()}
+        for ref in ready:
+            wid = by_ref[ref]
+            del self._starting[wid]
+            try:
+                self._ready[wid] = ray.get(ref, timeout=GET_TIMEOUT_S)
+            except (RayError, GetTimeoutError) as exc:
+                log.warning("worker %s failed to start: %s", wid, exc)
+                self._lost += 1
+                self._kill(wid)
+
+    def resize(self, n: int) -> None:
+        self._check_starting()
+        active = [w for w in self._actors if w not in self._retiring]
+        for _ in range(n - len(active)):
+            self._start()
+        if len(active) > n:
+            # retire the ones not yet started first, then the newest ready ones
+            extra = len(active) - n
+            order = [w for w in active if w in self._starting] + [
+                w for w in reversed(active) if w in self._ready
+            ]
+            for wid in order[:extra]:
+                if wid in self._starting:
+                    self._kill(wid)
+                else:
+                    self._retiring.add(wid)
+        self._reap()
+
+    def _reap(self) -> None:
+        for wid in list(self._retiring):
+            if self.in_flight(wid) == 0:
+                self._kill(wid)
+
+    def status(self) -> PoolStatus:
+        self._check_starting()
+        live = [w for w in self._ready if w not in self._retiring]
+        return PoolStatus(
+            live=live,
+            starting=len(self._starting),
+            retiring=len(self._retiring),
+            lost=self._lost,
+            nodes={w: self._ready[w].get("node", "") for w in live},
+        )
+
+    def workers_info(self) -> dict[str, dict]:
+        return dict(self._ready)
+
+    # ---- tasks ----------------------------------------------------------------------------------
+    def in_flight(self, worker: str) -> int:
+        return sum(1 for w, _ in self._refs.values() if w == worker)
+
+    def submit(self, worker: str, task: Task) -> None:
+        ref = self._actors[worker].evaluate.remote(
+            task.layer,
+            [list(c.seeds) for c in task.candidates],
+            task.snapshot.model_dump_json(),
+            task.refit_steps,
+            task.refit_lr,
+        )
+        self._refs[ref] = (worker, task)
+
+    def poll(self, timeout: float) -> list[Completion]:
+        if not self._refs:
+            time.sleep(min(timeout, 0.05))
+            return []
+        ready, _ = ray.wait(list(self._refs), num_returns=1, timeout=timeout)
+        if ready:  # collect everything else that is already done too
+            more, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
+            ready = list(dict.fromkeys(ready + more))
+        out = []
+        for ref in ready:
+            worker, task = self._refs.pop(ref)
+            try:
+                out.append(
+                    Completion(
+                        task, worker, result=EvalResult.model_validate(ray.get(ref, timeout=GET_TIMEOUT_S))
+                    )
+                )
+            except RayActorError as exc:  # worker or its node died: the batch is lost, the worker gone
+                out.append(Completion(task, worker, error=f"{type(exc).__name__}", worker_lost=True))
+                if worker in self._actors:
+                    self._lost += 1
+                    self._kill(worker)
+            except (RayError, GetTimeoutError) as exc:
+                out.append(Completion(task, worker, error=f"{type(exc).__name__}: {str(exc)[:200]}"))
+        self._reap()
+        return out
+
+    def shutdown(self) -> None:
+        for wid in list(self._actors):
+            self._kill(wid)
+        self._refs.clear()

@@ -1,0 +1,312 @@
+"""The job registry half of ``SeedTable``: jobs, states, desired workers, heartbeats, progress counters.
+
+A mixin: ``germinator_dist.table.SeedTable`` provides ``_run`` (run a named Lua script with retries) and
+``_conn``; raises as documented there (SpecError, JobNotFound, TableError, ConnectionFailed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import SpecError, TableError
+from .records import Heartbeat, JobInfo, JobState, LayerEntry, Progress, Snapshot
+from .table_codec import (
+    REGISTRY_KEY,
+    Keys,
+    check_doc,
+    check_int,
+    check_member_id,
+    check_seed_bits,
+    check_seeds,
+    check_spec_json,
+    check_writer,
+    decode_float,
+    decode_state,
+    decode_text,
+    decode_uint,
+    encode_floats,
+    encode_loss,
+    encode_payload,
+    encode_seeds,
+)
+from .table_conn import Connection
+from .table_export import MAX_LAYERS
+
+_COUNTERS = ("evaluations", "accepted", "stale", "not_better")
+
+
+class JobRegistryMixin:
+    """Job registry operations of the seed table (mixed into SeedTable)."""
+
+    _conn: Connection
+
+    def _run(self, name: str, keys: list[str], args: list, what: str) -> Any:
+        raise NotImplementedError
+
+    def snapshot(self, job: str) -> Snapshot:
+        raise NotImplementedError
+
+    # --- job registry -------------------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        job: str,
+        spec_json: str,
+        layers: Sequence[LayerEntry],
+        desired_workers: int = 1,
+        *,
+        resume: bool = False,
+        seed_bits: int = 63,
+    ) -> JobInfo:
+        """Create a job (PENDING) with its initial layer rows (versions 0, logged to the stream as ``init``).
+
+        An existing job id raises TableError, unless ``resume``: then the stored table is kept (after checking
+        that the spec and the layer shapes match, TableError otherwise) and only desired_workers is set.
+        Raises SpecError for a bad id, spec, seed (wider than ``seed_bits``), float or loss (NaN).
+        """
+        keys = Keys(job)
+        check_spec_json(spec_json)
+        bits = check_seed_bits(seed_bits)
+        desired = check_int(desired_workers, "desired_workers", 0, 100_000)
+        if not isinstance(layers, Sequence) or not 1 <= len(layers) <= MAX_LAYERS:
+            raise SpecError(f"layers: expected 1..{MAX_LAYERS} initial LayerEntry rows, got {layers!r}"[:200])
+        rows: list[bytes | str] = []
+        for i, e in enumerate(layers):
+            if not isinstance(e, LayerEntry) or e.layer != i:
+                raise SpecError(f"layers[{i}]: expected a LayerEntry with layer={i}, got {e!r}"[:200])
+            rows += [
+                encode_seeds(check_seeds(e.seeds, bits, f"layers[{i}].seeds")),
+                encode_floats(e.floats, f"layers[{i}].floats"),
+                encode_loss(e.loss, allow_inf=True, what=f"layers[{i}].loss"),
+                b"0",
+                check_writer(e.writer or "create", f"layers[{i}].writer"),
+                b"",
+            ]
+        args = [job, keys.prefix, "create", spec_json, len(layers), bits, desired, JobState.PENDING.value, 0]
+        made = self._run("CREATE", [keys.meta, keys.events, REGISTRY_KEY], args + rows, "create_job")
+        if made == -1:
+            if not resume:
+                raise TableError(f"job {job} already exists (pass resume=True to continue it)")
+            self._check_resume(job, spec_json, layers)
+            self.set_desired_workers(job, desired)
+        return self.job_info(job)
+
+    def _check_resume(self, job: str, spec_json: str, layers: Sequence[LayerEntry]) -> None:
+        if json.loads(self.get_spec(job)) != json.loads(spec_json):
+            raise TableError(f"job {job}: resume with a different spec than the stored one")
+        snap = self.snapshot(job)
+        shapes = [(len(e.seeds), len(e.floats)) for e in snap.layers]
+        want = [(len(e.seeds), len(e.floats)) for e in layers]
+        if shapes != want:
+            raise TableError(f"job {job}: stored layer shapes (seeds, floats) {shapes} != given {want}")
+
+    def job_info(self, job: str) -> JobInfo:
+        """The job's registry row. Raises JobNotFound, TableError (malformed meta)."""
+        keys = Keys(job)
+        return decode_info(job, self._run("INFO", [keys.meta], ["0"], "job_info"))
+
+    def list_jobs(self) -> list[JobInfo]:
+        """Every registered job, sorted by id. Raises TableError if the registry holds junk."""
+        rows = self._run("LIST_JOBS", [REGISTRY_KEY], [], "list_jobs")
+        return sorted((decode_info(r[0].decode(), r[1:]) for r in rows), key=lambda i: i.job)
+
+    def get_spec(self, job: str) -> str:
+        """The job's spec JSON, as stored. Raises JobNotFound, TableError."""
+        keys = Keys(job)
+        res = self._run("INFO", [keys.meta], ["1"], "get_spec")
+        return decode_spec(keys.meta, res[6])
+
+    def delete_job(self, job: str) -> bool:
+        """Delete every key of the job (and junk under its prefix); True if it existed (no JobNotFound)."""
+        keys = Keys(job)
+        existed = self._run(
+            "DELETE", [keys.meta, keys.events, keys.progress, REGISTRY_KEY], [job, keys.prefix], "delete_job"
+        )
+
+        def sweep(c) -> None:
+            batch = list(c.scan_iter(match=keys.prefix + "*", count=1000))
+            if batch:
+                c.unlink(*batch)
+
+        self._conn.call("delete_job", sweep)
+        return bool(existed)
+
+    def get_state(self, job: str) -> JobState:
+        return self.job_info(job).state
+
+    def set_state(
+        self, job: str, state: JobState | str, *, expected: JobState | str | None = None
+    ) -> JobState:
+        """Move the job to ``state`` and return the previous state; setting the current state is a no-op.
+
+        Legal: PENDING -> RUNNING | FAILED | CANCELLED, RUNNING -> SUCCEEDED | FAILED | CANCELLED,
+        FAILED | CANCELLED -> RUNNING (resume). Raises TableError for an illegal transition or when the state
+        is not ``expected`` (a compare-and-set), SpecError for an unknown state, JobNotFound.
+        """
+        keys = Keys(job)
+        new, exp = (
+            state_arg(state, "state"),
+            state_arg(expected, "expected") if expected is not None else "",
+        )
+        return JobState(self._run("SET_STATE", [keys.meta], [new, exp], "set_state").decode())
+
+    def desired_workers(self, job: str) -> int:
+        return self.job_info(job).desired_workers
+
+    def set_desired_workers(self, job: str, n: int) -> None:
+        """Raises SpecError unless 0 <= n <= 100000, JobNotFound."""
+        keys = Keys(job)
+        self._run("SET_DESIRED", [keys.meta], [check_int(n, "desired_workers", 0, 100_000)], "set_desired")
+
+    # --- heartbeats and progress ----------------------------------------------------------------------------
+
+    def heartbeat(
+        self, job: str, role: str, member: str, *, ttl: float = 10.0, payload: dict | None = None
+    ) -> None:
+        """Mark ``member`` (a worker/driver/trainer id) live for ``ttl`` seconds of the Redis server's clock.
+
+        ``payload`` is a small flat JSON object (e.g. pid, host). Raises SpecError, JobNotFound.
+        """
+        keys = Keys(job)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0.001 <= ttl <= 86400:
+            raise SpecError(f"ttl: {ttl!r} is not a number of seconds in [0.001, 86400]")
+        args = [check_member_id(member), int(ttl * 1000), encode_payload(payload)]
+        self._run("HEARTBEAT", [keys.meta, keys.hb(role), keys.hbdata(role)], args, "heartbeat")
+
+    def live(self, job: str, role: str) -> list[Heartbeat]:
+        """The members of ``role`` whose heartbeat has not expired, by id. Raises JobNotFound, TableError."""
+        keys = Keys(job)
+        res = self._run("LIVE", [keys.meta, keys.hb(role), keys.hbdata(role)], [], "live")
+        now_ms = int(res[0])
+        out = []
+        for member, expiry, payload in res[1:]:
+            where = keys.hbdata(role)
+            mid = decode_text(member, keys.hb(role), "member")
+            try:
+                data = json.loads(decode_text(payload, where, mid))
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                raise TableError(
+                    f"malformed seed table entry {where} field {member!r}: {payload!r} (not a JSON object)"
+                )
+            exp = decode_float(expiry, keys.hb(role), mid)
+            out.append(
+                Heartbeat(
+                    role=role,
+                    id=mid,
+                    expires_at=exp / 1000,
+                    expires_in=(exp - now_ms) / 1000,
+                    payload=data,
+                )
+            )
+        return sorted(out, key=lambda h: h.id)
+
+    def drop_heartbeat(self, job: str, role: str, member: str) -> None:
+        """Forget ``member`` at once (a clean shutdown). Raises SpecError, TableError."""
+        keys = Keys(job)
+        member = check_member_id(member)
+
+        def drop(c) -> None:
+            with c.pipeline(transaction=True) as p:
+                p.zrem(keys.hb(role), member).hdel(keys.hbdata(role), member).execute()
+
+        self._conn.call("drop_heartbeat", drop)
+
+    def update_progress(
+        self,
+        job: str,
+        *,
+        evaluations: int = 0,
+        accepted: int = 0,
+        stale: int = 0,
+        not_better: int = 0,
+        evals_per_s: float | None = None,
+        workers_live: int | None = None,
+    ) -> None:
+        """Add to the driver's counters (HINCRBY) and set its gauges (HSET), atomically.
+
+        Raises SpecError (a negative delta, NaN rate), JobNotFound, TableError (malformed counters).
+        """
+        keys = Keys(job)
+        incr = {"evaluations": evaluations, "accepted": accepted, "stale": stale, "not_better": not_better}
+        args: list = [len(incr)]
+        for name, delta in incr.items():
+            args += [name, check_int(delta, name, 0)]
+        if evals_per_s is not None:
+            args += ["evals_per_s", encode_loss(evals_per_s, what="evals_per_s")]
+        if workers_live is not None:
+            args += ["workers_live", check_int(workers_live, "workers_live", 0)]
+        self._run("PROGRESS", [keys.meta, keys.progress], args, "update_progress")
+
+    def put_doc(self, job: str, name: str, text: str) -> None:
+        """Store a small named JSON document with the job (a proposer's state, a submission record).
+
+        Documents are not part of the table: export/import and the stream leave them out. Raises SpecError
+        (bad name, not JSON, over 8 MiB), JobNotFound.
+        """
+        keys = Keys(job)
+        self._run("PUT_DOC", [keys.meta, keys.docs], list(check_doc(name, text)), "put_doc")
+
+    def get_doc(self, job: str, name: str) -> str | None:
+        """The named document's JSON text, or None. Raises SpecError, JobNotFound, TableError (not JSON)."""
+        keys = Keys(job)
+        raw = self._run("GET_DOC", [keys.meta, keys.docs], [check_doc(name, "null")[0]], "get_doc")
+        if raw is None:
+            return None
+        text = decode_text(raw, keys.docs, name)
+        try:
+            json.loads(text)
+        except ValueError:
+            raise TableError(
+                f"malformed seed table entry {keys.docs} field {name!r}: {raw[:80]!r} (not JSON)"
+            ) from None
+        return text
+
+    def progress(self, job: str) -> Progress:
+        """The driver's progress counters. Raises JobNotFound, TableError."""
+        keys = Keys(job)
+        flat = self._run("READ_PROGRESS", [keys.meta, keys.progress], [], "progress")
+        got = dict(zip(flat[::2], flat[1::2], strict=True))
+        vals: dict = {
+            n: decode_uint(got[n.encode()], keys.progress, n)
+            for n in (*_COUNTERS, "workers_live")
+            if n.encode() in got
+        }
+        for n in ("evals_per_s", "updated"):
+            if n.encode() in got:
+                vals[n] = decode_float(got[n.encode()], keys.progress, n)
+        return Progress(**vals)
+
+
+def state_arg(state: object, what: str) -> str:
+    try:
+        return JobState(state).value
+    except ValueError:
+        raise SpecError(f"{what}: {state!r} is not one of {[s.value for s in JobState]}") from None
+
+
+def decode_spec(key: str, raw: object) -> str:
+    spec = decode_text(raw, key, "spec")
+    try:
+        ok = isinstance(json.loads(spec), dict)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise TableError(f"malformed seed table entry {key} field 'spec': {spec[:80]!r} (not a JSON object)")
+    return spec
+
+
+def decode_info(job: str, r: list) -> JobInfo:
+    meta = Keys(job).meta
+    return JobInfo(
+        job=job,
+        state=decode_state(r[0], meta),
+        n_layers=int(r[1]),
+        seed_bits=int(r[2]),
+        epoch=int(r[3]),
+        desired_workers=int(r[4]),
+        created=decode_float(r[5], meta, "created"),
+    )

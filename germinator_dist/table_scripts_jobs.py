@@ -1,0 +1,153 @@
+"""The Lua scripts of the job registry (jobs, states, heartbeats, progress, documents): sources only.
+
+Same rules as ``table_scripts``: each checks what it reads before its first write and fails with a
+``GERM_*`` code; ``table_scripts.PRELUDE`` supplies the helpers.
+"""
+
+from __future__ import annotations
+
+from .table_scripts import lua_script
+
+# KEYS: meta, events, progress, registry.  ARGV: job, prefix.  Returns 1 if a job was there, else 0.
+DELETE = lua_script(r"""
+local t = ktype(KEYS[1])
+local n = 0
+if t == 'hash' then
+  local v = redis.call('HGET', KEYS[1], 'n_layers')
+  if v and string.match(v, '^%d+$') and #v < 7 then n = tonumber(v) end
+end
+local keys = {KEYS[1], KEYS[2], KEYS[3], ARGV[2] .. 'docs'}
+for _, role in ipairs({'worker', 'driver', 'trainer'}) do
+  keys[#keys + 1] = ARGV[2] .. 'hb:' .. role
+  keys[#keys + 1] = ARGV[2] .. 'hbdata:' .. role
+end
+for i = 0, n - 1 do keys[#keys + 1] = ARGV[2] .. 'layer:' .. i end
+redis.call('DEL', unpack(keys))
+redis.call('SREM', KEYS[4], ARGV[1])
+if t == 'none' then return 0 end
+return 1
+""")
+
+# KEYS: meta.  ARGV: new state, expected current state ('' = any).  Returns the previous state.
+SET_STATE = lua_script(r"""
+local meta = load_meta(KEYS[1])
+local cur = meta.state
+if ARGV[2] ~= '' and cur ~= ARGV[2] then
+  fail('GERM_STATE', 'job ' .. KEYS[1] .. ' is ' .. cur .. ', expected ' .. ARGV[2])
+end
+if cur == ARGV[1] then return cur end
+if not (@TRANSITIONS@)[cur][ARGV[1]] then
+  fail('GERM_STATE', 'job ' .. KEYS[1] .. ': illegal state transition ' .. cur .. ' -> ' .. ARGV[1])
+end
+local t = now()
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'state_time', t)
+return cur
+""")
+
+# KEYS: meta.  ARGV: desired worker count.
+SET_DESIRED = lua_script(r"""
+load_meta(KEYS[1])
+redis.call('HSET', KEYS[1], 'desired_workers', ARGV[1])
+return 1
+""")
+
+# KEYS: meta, progress.  ARGV: n counters, then counter/delta pairs, then gauge/value pairs.
+PROGRESS = lua_script(r"""
+load_meta(KEYS[1])
+want_type(KEYS[2], 'hash', true)
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local f = ARGV[2 + 2 * i]
+  local cur = redis.call('HGET', KEYS[2], f)
+  if cur then uint(KEYS[2], f, cur) end
+end
+for i = 0, n - 1 do redis.call('HINCRBY', KEYS[2], ARGV[2 + 2 * i], ARGV[3 + 2 * i]) end
+local t = now()
+local args = {'updated', t}
+for i = 2 + 2 * n, #ARGV, 2 do args[#args + 1] = ARGV[i]; args[#args + 1] = ARGV[i + 1] end
+redis.call('HSET', KEYS[2], unpack(args))
+return 1
+""")
+
+# KEYS: meta, hb zset, hbdata hash.  ARGV: id, ttl_ms, payload.  Expired members are dropped on the way.
+HEARTBEAT = lua_script(r"""
+load_meta(KEYS[1])
+want_type(KEYS[2], 'zset', true)
+want_type(KEYS[3], 'hash', true)
+local _, ms = now()
+redis.call('ZADD', KEYS[2], fmt(ms + tonumber(ARGV[2])), ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. fmt(ms), 'LIMIT', 0, 256)
+if #dead > 0 then
+  redis.call('ZREM', KEYS[2], unpack(dead))
+  redis.call('HDEL', KEYS[3], unpack(dead))
+end
+return fmt(ms)
+""")
+
+# KEYS: meta, hb zset, hbdata hash.  Returns {now_ms, {id, expiry_ms, payload}...} of the live members.
+LIVE = lua_script(r"""
+load_meta(KEYS[1])
+want_type(KEYS[2], 'zset', true)
+want_type(KEYS[3], 'hash', true)
+local _, ms = now()
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. fmt(ms), '+inf', 'WITHSCORES')
+local out = {fmt(ms)}
+for i = 1, #live, 2 do
+  out[#out + 1] = {live[i], live[i + 1], redis.call('HGET', KEYS[3], live[i])}
+end
+return out
+""")
+
+# KEYS: registry.  ARGV: none.  Returns {job, state, n_layers, seed_bits, epoch, desired, created}...
+LIST_JOBS = lua_script(r"""
+want_type(KEYS[1], 'set', true)
+local jobs = redis.call('SMEMBERS', KEYS[1])
+local out = {}
+for _, job in ipairs(jobs) do
+  local key = 'germ:{' .. job .. '}:meta'
+  if not string.match(job, '^[A-Za-z0-9][A-Za-z0-9_.-]*$') or #job > 64 then
+    fail('GERM_TABLE', 'registry ' .. KEYS[1] .. ' holds an invalid job id ' .. show(job))
+  end
+  if ktype(key) == 'none' then
+    fail('GERM_TABLE', 'registry ' .. KEYS[1] .. ' lists job ' .. job .. ' but ' .. key
+         .. ' is missing (delete_job cleans up)')
+  end
+  local m = load_meta(key)
+  local created = redis.call('HGET', key, 'created')
+  out[#out + 1] = {job, m.state, fmt(m.n_layers), fmt(m.seed_bits), fmt(m.epoch), fmt(m.desired_workers),
+                   created}
+end
+return out
+""")
+
+# KEYS: meta.  ARGV: with_spec ('1' | '0').
+# Returns {state, n_layers, seed_bits, epoch, desired_workers, created, spec | false}.
+INFO = lua_script(r"""
+local m = load_meta(KEYS[1])
+local extra = redis.call('HMGET', KEYS[1], 'created', 'spec')
+if ARGV[1] ~= '1' then extra[2] = false end
+return {m.state, fmt(m.n_layers), fmt(m.seed_bits), fmt(m.epoch), fmt(m.desired_workers), extra[1], extra[2]}
+""")
+
+# KEYS: meta, progress.  Returns the progress hash as a flat field/value list.
+READ_PROGRESS = lua_script(r"""
+load_meta(KEYS[1])
+want_type(KEYS[2], 'hash', true)
+return redis.call('HGETALL', KEYS[2])
+""")
+
+# KEYS: meta, docs.  ARGV: name, JSON text.
+PUT_DOC = lua_script(r"""
+load_meta(KEYS[1])
+want_type(KEYS[2], 'hash', true)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+""")
+
+# KEYS: meta, docs.  ARGV: name.  Returns the text or nil.
+GET_DOC = lua_script(r"""
+load_meta(KEYS[1])
+want_type(KEYS[2], 'hash', true)
+return redis.call('HGET', KEYS[2], ARGV[1])
+""")

@@ -1,0 +1,412 @@
+"""The scale trainer's core: gradient steps on every layer's float scalars with the seeds fixed.
+
+``ScaleTrainer`` holds one model and follows the seed table through three calls a wrapper makes in turn:
+``sync(snapshot)`` (load layers whose version moved), ``train(n)`` (Adam or ADOPT, LR schedule, gradient
+clipping; a step with a non-finite loss, gradient or update is skipped and counted) and ``proposals()``
+(each layer's floats with the version they were trained against, and the fitness loss: the table's loss).
+The wrapper offers each proposal as a compare-and-set and reports back with ``published``/``rejected``.
+
+``run_trainer`` is that loop against any ``FloatTable`` (the Redis ``SeedTable`` fits it); the Ray actor
+only constructs the trainer and calls it. Pure core: torch and pydantic, never ray or redis.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Annotated, Literal, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+
+from germinator_dist.data import Dataset
+from germinator_dist.errors import SpecError, TableError
+from germinator_dist.model import Batch, GerminatorModel, build_model
+from germinator_dist.optim import lr_at, make_optimizer
+from germinator_dist.records import (
+    CommitOutcome,
+    FloatPublication,
+    JobState,
+    Snapshot,
+    TrainerProgress,
+    TrainStats,
+    Validation,
+)
+from germinator_dist.spec import ModelSpec, format_validation_error
+
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class TrainerConfig(BaseModel):
+    """How the scale trainer trains (issue 5). Steps count attempts, skipped ones included."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    optimizer: Literal["adam", "adopt"] = "adam"
+    lr: float = Field(default=0.01, gt=0.0, le=10.0)
+    betas: tuple[Beta, Beta] | None = None  # None: optim.DEFAULT_BETAS[optimizer]
+    eps: float | None = Field(default=None, gt=0.0, le=1.0)  # None: optim.DEFAULT_EPS[optimizer]
+    adopt_clip: bool = True  # ADOPT's clipped variant, c_t = t ** 0.25
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    decoupled_weight_decay: bool = True
+    steps_per_publish: int = Field(default=50, ge=1, le=1_000_000)
+    total_steps: int | None = Field(default=None, ge=1)
+    budget_s: float | None = Field(default=None, gt=0.0)  # wall clock from the first train() call
+    schedule: Literal["constant", "cosine", "linear_warmup_cosine"] = "constant"
+    warmup_steps: int = Field(default=0, ge=0)
+    min_lr_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+    grad_clip: float | None = Field(default=1.0, gt=0.0)  # max global gradient norm; None: no clipping
+    batch_size: int = Field(default=256, ge=1, le=1 << 20)
+    eval_batch_size: int = Field(default=4096, ge=1)  # chunk size of the no-grad fitness/validation passes
+    val_limit: int | None = Field(default=None, ge=1)  # at most this many held-out rows (LM: windows)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v, info):
+        if isinstance(v, bool) and info.field_name not in ("adopt_clip", "decoupled_weight_decay"):
+            raise ValueError("expected a number, got a boolean")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainerConfig:
+        if self.schedule != "constant" and self.total_steps is None and self.budget_s is None:
+            raise ValueError(
+                f"schedule: {self.schedule!r} needs total_steps or budget_s to anneal over "
+                f"(value {self.schedule!r})"
+            )
+        if self.warmup_steps and self.schedule != "linear_warmup_cosine":
+            raise ValueError(
+                f"warmup_steps: only schedule 'linear_warmup_cosine' warms up, not {self.schedule!r} "
+                f"(value {self.warmup_steps})"
+            )
+        if self.total_steps is not None and self.warmup_steps >= self.total_steps:
+            raise ValueError(
+                f"warmup_steps: must be below total_steps = {self.total_steps} (value {self.warmup_steps})"
+            )
+        return self
+
+
+def load_trainer_config(data: dict | TrainerConfig | None) -> TrainerConfig:
+    """Validate a dict into a TrainerConfig. Raises SpecError, one line per bad field: ``trainer.lr: ...``."""
+    if isinstance(data, TrainerConfig):
+        return data
+    if data is not None and not isinstance(data, dict):
+        raise SpecError(f"trainer: expected a mapping, got {type(data).__name__} (value {data!r:.80})")
+    try:
+        return TrainerConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, "trainer.")) from None
+
+
+class ScaleTrainer:
+    """Trains every layer's floats with the seeds fixed, against versions of the seed table.
+
+    Raises SpecError for a spec that does not fit the data, or a bad config.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        dataset: Dataset,
+        config: TrainerConfig | dict | None,  # a dict is checked by load_trainer_config
+        fitness_batch: Batch,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if (spec.kind == "lm") != (dataset.kind == "text"):
+            raise SpecError(
+                f"model.kind: {spec.kind!r} does not fit {dataset.kind} data (value {spec.kind!r})"
+            )
+        self.spec, self.dataset, self.config = spec, dataset, load_trainer_config(config)
+        self.device = torch.device(device)
+        self.model: GerminatorModel = build_model(spec).to(self.device)
+        self.model.set_cache(True)  # fixed seeds: their generated tensors are reused across steps
+        self.fitness_batch = fitness_batch.to(self.device)
+        n = len(self.model.layers)
+        self.layer_params = [[p for p in layer.parameters() if p.numel()] for layer in self.model.layers]
+        self.params = [p for ps in self.layer_params for p in ps]
+        self.optimizer = make_optimizer(self.config, self.params)
+        self._gen = torch.Generator().manual_seed(seed)
+        self._clock, self._t0 = clock, None
+        self._versions: list[int | None] = [None] * n  # the table version each layer's floats stem from
+        self._table_floats: list[tuple[float, ...] | None] = [None] * n  # the floats the table holds then
+        self._force: set[int] = set()  # layers to reload at the next sync whatever their version
+        self.step_count = 0  # steps attempted (the schedule's and total_steps' clock)
+        self.applied = self.skipped = self.nonfinite_losses = 0
+        self.last_fitness_loss = math.nan
+        self._proposed: dict[int, tuple[float, ...]] = {}  # the floats of the last proposals, by layer
+
+    # ---- budget -------------------------------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        return 0.0 if self._t0 is None else self._clock() - self._t0
+
+    @property
+    def done(self) -> bool:
+        """True when total_steps or budget_s is used up."""
+        c = self.config
+        return (c.total_steps is not None and self.step_count >= c.total_steps) or (
+            c.budget_s is not None and self.elapsed >= c.budget_s
+        )
+
+    def round_steps(self) -> int:
+        """Steps for the next round: steps_per_publish, fewer when total_steps is nearly used up."""
+        c = self.config
+        left = math.inf if c.total_steps is None else c.total_steps - self.step_count
+        return int(max(0, min(c.steps_per_publish, left)))
+
+    # ---- table side ---------------------------------------------------------------------------------
+    def sync(self, snapshot: Snapshot) -> list[int]:
+        """Load seeds and floats of each layer whose version differs from the one last loaded/published
+        (all on the first call, plus layers rejected since). Their optimizer state is reset; the other
+        layers keep theirs. Returns the reloaded layers. Raises SpecError (checked before any change) if
+        the snapshot does not fit the model."""
+        layers = self.model.layers
+        if len(snapshot.layers) != len(layers):
+            raise SpecError(
+                f"snapshot.layers: job {snapshot.job!r} has {len(snapshot.layers)} layers, the model "
+                f"{len(layers)} (value {len(snapshot.layers)})"
+            )
+        for k, e in enumerate(snapshot.layers):
+            if e.layer != k:
+                raise SpecError(f"snapshot.layers: position {k} holds layer {e.layer} (value {e.layer})")
+        todo = [
+            e for k, e in enumerate(snapshot.layers) if k in self._force or self._versions[k] != e.version
+        ]
+        for e in todo:
+            layer = layers[e.layer]
+            if len(e.floats) != layer.num_floats or not all(math.isfinite(v) for v in e.floats):
+                raise SpecError(
+                    f"snapshot.layers[{e.layer}].floats: expected {layer.num_floats} finite floats "
+                    f"(value {len(e.floats)} floats)"
+                )
+            if any(s >= 1 << layer.seed_bits for s in e.seeds):
+                raise SpecError(
+                    f"snapshot.layers[{e.layer}].seeds: outside [0, 2**{layer.seed_bits}) "
+                    f"(value {list(e.seeds)})"
+                )
+        for e in todo:
+            layer = layers[e.layer]
+            if tuple(e.seeds) != layer.get_seeds():
+                layer.set_seeds(e.seeds)
+                layer.cache = {}  # drop the old seeds' tensors
+            layer.set_floats(e.floats)
+            for p in self.layer_params[e.layer]:
+                self.optimizer.state.pop(p, None)  # fresh moments for new floats
+            self._versions[e.layer], self._table_floats[e.layer] = e.version, tuple(layer.get_floats())
+        self._force.clear()
+        return [e.layer for e in todo]
+
+    def published(self, layer: int, new_version: int) -> None:
+        """The table accepted this layer's proposal and is now at ``new_version`` (with our floats)."""
+        self._versions[layer] = new_version
+        self._table_floats[layer] = self._proposed.get(layer, self._table_floats[layer])
+
+    def rejected(self, layer: int) -> None:
+        """The table refused this layer's proposal: reload it from the table at the next sync."""
+        self._force.add(layer)
+
+    # ---- training -----------------------------------------------------------------------------------
+    def train(self, n_steps: int) -> TrainStats:
+        """Up to ``n_steps`` steps (fewer when the budget ends). Raises ValueError for n_steps < 0."""
+        if n_steps < 0:
+            raise ValueError(f"n_steps: expected >= 0, got {n_steps}")
+        t0 = time.perf_counter()
+        if self._t0 is None:
+            self._t0 = self._clock()
+        applied = skipped = 0
+        loss = math.nan
+        lr = lr_at(self.config, self.step_count, self.elapsed)
+        for _ in range(n_steps):
+            if self.done:
+                break
+            lr = lr_at(self.config, self.step_count, self.elapsed)
+            step_loss = self._step(lr)
+            self.step_count += 1
+            if step_loss is None:
+                skipped += 1
+            else:
+                applied, loss = applied + 1, step_loss
+        self.applied += applied
+        self.skipped += skipped
+        return TrainStats(steps=applied, skipped=skipped, loss=loss, lr=lr, seconds=time.perf_counter() - t0)
+
+    def _step(self, lr: float) -> float | None:
+        """One step; the minibatch loss, or None when skipped (nothing changed)."""
+        batch = self.dataset.train_batch(self.config.batch_size, self.spec.context, self._gen).to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.model.loss(batch)  # () mean cross-entropy
+        if loss.requires_grad:
+            loss.backward()
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = get_total_norm(grads) if grads else torch.zeros((), device=self.device)  # ()
+        if not bool(torch.isfinite(loss) & torch.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        if self.config.grad_clip is not None:
+            clip_grads_with_norm_(self.params, self.config.grad_clip, norm)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        before = [p.detach().clone() for p in self.params]
+        self.optimizer.step()
+        if not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
+            with torch.no_grad():
+                for p, b in zip(self.params, before):
+                    p.copy_(b)
+            self.optimizer.state.clear()  # the moments are poisoned too
+            return None
+        return float(loss.detach())
+
+    # ---- measurements -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _mean_loss(self, batches) -> tuple[float, int, int]:
+        """Mean cross-entropy (nats) over batches, with the count of targets and of correct argmaxes."""
+        total, count, correct = 0.0, 0, 0
+        for b in batches:
+            logits = self.model(b.inputs.to(self.device))  # (B, C) or (B, T, V)
+            y = b.targets.to(self.device)
+            total += float(self.model.loss_from_logits(logits, y)) * y.numel()
+            count += y.numel()
+            correct += int((logits.argmax(-1) == y).sum())
+        return (total / count if count else math.nan), count, correct
+
+    def _chunks(self, batch: Batch, limit: int | None = None):
+        n = len(batch) if limit is None else min(limit, len(batch))
+        size = self.config.eval_batch_size
+        for a in range(0, n, size):
+            yield Batch(batch.inputs[a : min(a + size, n)], batch.targets[a : min(a + size, n)])
+
+    def fitness_loss(self) -> float:
+        """The table's loss: the full model's mean cross-entropy (nats) on the fitness batch, no grad."""
+        self.last_fitness_loss = self._mean_loss(self._chunks(self.fitness_batch))[0]
+        return self.last_fitness_loss
+
+    def validation(self) -> Validation:
+        """Held-out loss: the test split (classifier, with accuracy) or test windows (LM, with bits/byte)."""
+        c = self.config
+        if self.dataset.kind == "text":
+            batches = self.dataset.test_batches(c.eval_batch_size, self.spec.context, limit=c.val_limit)
+            loss, _, _ = self._mean_loss(batches)
+            return Validation(loss=loss, bits_per_byte=loss / math.log(2))
+        test = Batch(self.dataset.x_test, self.dataset.y_test)
+        loss, count, correct = self._mean_loss(self._chunks(test, c.val_limit))
+        return Validation(loss=loss, accuracy=correct / count if count else math.nan)
+
+    def validation_loss(self) -> float:
+        return self.validation().loss
+
+    def proposals(self) -> list[FloatPublication]:
+        """Each layer's floats (those changed since the table last had them) with the version they were
+        trained against, and the fitness loss. A non-finite loss proposes nothing, is counted, and makes
+        the next sync reload every layer. Raises RuntimeError before the first sync."""
+        if any(v is None for v in self._versions):
+            raise RuntimeError("ScaleTrainer.proposals: call sync(snapshot) first")
+        loss = self.fitness_loss()
+        floats = [tuple(layer.get_floats()) for layer in self.model.layers]
+        if not math.isfinite(loss) or not all(math.isfinite(v) for fl in floats for v in fl):
+            self.nonfinite_losses += 1
+            self._force.update(range(len(floats)))
+            return []
+        out = [
+            FloatPublication(layer=k, expected_version=self._versions[k], floats=fl, loss=loss)
+            for k, fl in enumerate(floats)
+            if k not in self._force and fl != self._table_floats[k]
+        ]
+        self._proposed = {p.layer: p.floats for p in out}
+        return out
+
+
+class FloatTable(Protocol):
+    """What the trainer loop needs from the seed table (``germinator_dist.table.SeedTable`` fits it)."""
+
+    def snapshot(self, job: str) -> Snapshot: ...
+
+    def publish_floats(
+        self, job: str, layer: int, expected_version: int, floats: Sequence[float], loss: float
+    ) -> str: ...
+
+    def get_state(self, job: str) -> JobState: ...
+
+
+StopSignal = Callable[[], bool] | object | None  # a callable, or anything with is_set() (threading.Event)
+
+
+def _stopped(stop: StopSignal) -> bool:
+    if stop is None:
+        return False
+    return bool(stop.is_set()) if hasattr(stop, "is_set") else bool(stop())
+
+
+def run_trainer(
+    trainer: ScaleTrainer,
+    table: FloatTable,
+    job: str,
+    stop: StopSignal = None,
+    *,
+    on_round: Callable[[TrainerProgress], None] | None = None,
+    validate_every: int = 1,
+) -> TrainerProgress:
+    """Loop sync -> train(steps_per_publish) -> publish until the job is terminal, ``stop`` is set or the
+    budget is used up; returns the totals (``stop_reason`` says why it ended). After every round
+    ``on_round`` gets the totals (heartbeat/progress hook). A job found terminal after a round publishes
+    nothing. Raises what the table raises (a TableError only when the job is still live)."""
+    t0 = time.perf_counter()
+    n = dict(rounds=0, accepted=0, stale=0, not_better=0, reloaded=0)
+    field = {
+        CommitOutcome.ACCEPTED: "accepted",
+        CommitOutcome.STALE: "stale",
+        CommitOutcome.NOT_BETTER: "not_better",
+    }
+    validation, stats, reason = None, None, ""
+
+    def totals(reason: str = "") -> TrainerProgress:
+        return TrainerProgress(
+            **n,
+            steps=trainer.applied,
+            skipped_steps=trainer.skipped,
+            nonfinite_losses=trainer.nonfinite_losses,
+            train_loss=stats.loss if stats else math.nan,
+            fitness_loss=trainer.last_fitness_loss,
+            lr=stats.lr if stats else 0.0,
+            validation=validation,
+            seconds=time.perf_counter() - t0,
+            stop_reason=reason,
+        )
+
+    def terminal() -> str:
+        state = JobState(table.get_state(job))
+        return state.value.lower() if state.terminal else ""
+
+    while True:
+        reason = terminal() or ("stopped" if _stopped(stop) else "") or ("budget" if trainer.done else "")
+        if reason:
+            break
+        n["reloaded"] += len(trainer.sync(table.snapshot(job)))
+        stats = trainer.train(trainer.round_steps())
+        proposals = trainer.proposals()
+        if n["rounds"] % max(1, validate_every) == 0:
+            validation = trainer.validation()
+        n["rounds"] += 1
+        reason = terminal()  # a job that ended meanwhile gets nothing more
+        for p in [] if reason else proposals:
+            try:
+                outcome = CommitOutcome(
+                    table.publish_floats(job, p.layer, p.expected_version, p.floats, p.loss)
+                )
+            except TableError:
+                if reason := terminal():
+                    break
+                raise
+            n[field[outcome]] += 1
+            if outcome is CommitOutcome.ACCEPTED:
+                trainer.published(p.layer, p.expected_version + 1)
+            else:
+                trainer.rejected(p.layer)
+        if reason:
+            break
+        if on_round is not None:
+            on_round(totals())
+    return totals(reason)

@@ -1,0 +1,119 @@
+"""The scale trainer as a Ray actor: runs ``trainer.run_trainer`` against the seed table on its own node.
+
+The trainer and the seed search meet only in the Redis table (DESIGN.md section 1): the actor connects to
+Redis itself, loops sync -> train -> publish (compare-and-set per layer), and reports its totals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import ray
+
+from germinator_dist.jobspec import JobSpec
+
+log = logging.getLogger("germinator.trainer")
+
+
+@ray.remote(max_restarts=0)
+class TrainerActor:
+    def __init__(self, redis_url: str, spec_json: str, use_gpu: bool) -> None:
+        import torch
+
+        from germinator_dist.jobs import fitness_batch
+        from germinator_dist.jobspec import load_dataset
+        from germinator_dist.table import SeedTable
+        from germinator_dist.trainer import ScaleTrainer
+
+        torch.set_num_threads(1)
+        self.spec = JobSpec.model_validate_json(spec_json)
+        dataset = load_dataset(self.spec.data)
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.table = SeedTable(redis_url)
+        self.trainer = ScaleTrainer(
+            self.spec.model,
+            dataset,
+            self.spec.trainer,
+            fitness_batch(self.spec, dataset),
+            device=device,
+            seed=self.spec.search.rng_seed,
+        )
+        self.stop_event = threading.Event()
+        self.progress = None
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _on_round(self, progress) -> None:
+        self.progress = progress
+        self.table.heartbeat(
+            self.spec.job,
+            "trainer",
+            "trainer",
+            ttl=30.0,
+            payload={
+                "steps": progress.steps,
+                "accepted": progress.accepted,
+                "fitness_loss": progress.fitness_loss,
+            },
+        )
+
+    def _loop(self) -> None:
+        from germinator_dist.trainer import run_trainer
+
+        try:
+            self.progress = run_trainer(
+                self.trainer, self.table, self.spec.job, self.stop_event, on_round=self._on_round
+            )
+        except Exception as exc:  # noqa: BLE001 - reported to the runner
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("trainer failed")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def status(self) -> dict:
+        return {
+            "alive": self.thread.is_alive(),
+            "error": self.error,
+            "progress": None if self.progress is None else self.progress.model_dump(mode="json"),
+        }
+
+
+class TrainerHandle:
+    """The runner's side: wait for the trainer's budget, or stop it when the search is done."""
+
+    def __init__(self, actor) -> None:
+        self.actor = actor
+
+    def status(self, timeout: float = 30.0) -> dict:
+        return ray.get(self.actor.status.remote(), timeout=timeout)
+
+    def wait_or_stop(self, search_done: bool, poll_s: float = 0.5) -> dict:
+        """Hybrid: stop the trainer now (its last round publishes). Train-only: wait until it ends."""
+        import time
+
+        if search_done:
+            ray.get(self.actor.stop.remote(), timeout=30)
+        while True:
+            st = self.status()
+            if not st["alive"]:
+                if st["error"]:
+                    log.warning("trainer ended with an error: %s", st["error"])
+                return st
+            time.sleep(poll_s)
+
+    def shutdown(self) -> None:
+        try:
+            ray.get(self.actor.stop.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - it may be gone already
+            pass
+        ray.kill(self.actor, no_restart=True)
+
+
+def start_trainer(redis_url: str, spec: JobSpec) -> TrainerHandle:
+    actor = TrainerActor.options(
+        num_cpus=spec.workers.cpus, num_gpus=spec.workers.gpus, scheduling_strategy="DEFAULT"
+    ).remote(redis_url, spec.model_dump_json(), spec.workers.gpus > 0)
+    return TrainerHandle(actor)

@@ -1,0 +1,49 @@
+"""Hybrid mode on real Ray and Redis: the seed search and the scale trainer run at once and meet only in
+the table; neither side's accepted work is silently overwritten by the other."""
+
+from __future__ import annotations
+
+import threading
+
+from germinator_dist.job_runner import run_job
+from germinator_dist.jobs import create_job
+from germinator_dist.jobspec import parse_job_spec
+from germinator_dist.records import JobState
+
+
+def test_hybrid_search_and_trainer_share_the_table(ray_cluster, table, job_id):
+    spec = parse_job_spec(
+        {
+            "job": job_id,
+            "mode": "hybrid",
+            "model": {"hidden": [64], "rank": 8, "seed_bits": 8},
+            "fitness": {"batch_size": 512},
+            "search": {"budget_evals": 400, "candidates_per_call": 8, "refit_steps": 2},
+            "trainer": {"optimizer": "adopt", "lr": 0.02, "steps_per_publish": 20},
+            "workers": {"count": 1},
+        }
+    )
+    create_job(table, spec)
+    initial = table.snapshot(job_id)
+    out = {}
+    th = threading.Thread(target=lambda: out.update(state=run_job(table, job_id, progress_interval=0.2)))
+    th.start()
+    th.join(300)
+    assert not th.is_alive() and out.get("state") == JobState.SUCCEEDED, out
+    events = [e for e in table.events(job_id) if e.kind in ("seeds", "floats")]
+    kinds = {e.kind for e in events}
+    assert kinds == {"seeds", "floats"}, f"both sides must have written: {kinds}"
+    # Every write was a compare-and-set on the version its writer read: per layer the versions are
+    # consecutive, so no write replaced another one it had not seen.
+    last = {k: (0, e.loss) for k, e in enumerate(initial.layers)}
+    for e in events:
+        version, loss = last[e.layer]
+        assert e.version == version + 1
+        if e.kind == "seeds":  # a seed commit must beat what the table held, whoever wrote it
+            assert e.loss < loss
+        last[e.layer] = (e.version, e.loss)
+    snap = table.snapshot(job_id)
+    assert [e.version for e in snap.layers] == [last[k][0] for k in range(len(snap.layers))]
+    assert max(e.loss for e in snap.layers) < min(e.loss for e in initial.layers)
+    progress = table.progress(job_id)
+    assert progress.accepted == sum(1 for e in events if e.kind == "seeds")

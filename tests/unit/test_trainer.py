@@ -1,0 +1,360 @@
+"""The scale trainer's core: learning, non-finite steps, sync by version, the publish loop, bad configs."""
+
+import math
+import threading
+
+import pytest
+import torch
+
+from germinator_dist.data import load_digits_dataset, load_text_dataset, stdlib_text_files
+from germinator_dist.errors import SpecError, TableError
+from germinator_dist.model import build_model
+from germinator_dist.optim import lr_at
+from germinator_dist.records import CommitOutcome, JobState, LayerEntry, Snapshot
+from germinator_dist.spec import ModelSpec
+from germinator_dist.trainer import ScaleTrainer, TrainerConfig, load_trainer_config, run_trainer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def eager_prng():
+    """These layers are tiny: the eager generator (same bits) beats compiling the fused kernel first."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GERMINATOR_PRNG_COMPILE", "0")
+        yield
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_dataset()
+
+
+@pytest.fixture(scope="module")
+def spec(digits):
+    return ModelSpec(hidden=(64,), rank=8).resolved(**digits.dims())
+
+
+def make_trainer(spec, data, **cfg):
+    cfg = {"lr": 0.03, "batch_size": 128, "steps_per_publish": 10, **cfg}
+    return ScaleTrainer(spec, data, cfg, data.fitness_batch(512), seed=0)
+
+
+class MemoryTable:
+    """An in-memory stand-in for the seed table: compare-and-set on each layer's version, like Redis."""
+
+    def __init__(self, spec, job="j"):
+        model = build_model(spec)
+        self.job, self.state = job, JobState.RUNNING
+        self.rows = [
+            LayerEntry(layer=k, seeds=s, floats=f)
+            for k, (s, f) in enumerate(zip(model.get_seeds(), model.get_floats()))
+        ]
+        self.published: list[tuple[int, int]] = []  # (layer, new version)
+        self.before_publish = None  # hook: called with (layer) before each CAS
+
+    def snapshot(self, job):
+        return Snapshot(job=job, epoch=sum(r.version for r in self.rows), layers=tuple(self.rows))
+
+    def get_state(self, job):
+        return self.state
+
+    def publish_floats(self, job, layer, expected_version, floats, loss):
+        if self.before_publish is not None:
+            self.before_publish(layer)
+        if self.state.terminal:
+            raise TableError(f"job {job!r} is {self.state}")
+        row = self.rows[layer]
+        if row.version != expected_version:
+            return CommitOutcome.STALE.value
+        self.rows[layer] = row.model_copy(
+            update={"floats": tuple(floats), "loss": loss, "version": row.version + 1}
+        )
+        self.published.append((layer, row.version + 1))
+        return CommitOutcome.ACCEPTED.value
+
+    def commit_seeds(self, layer, seeds):
+        """What the search driver does: new seeds (and floats) for a layer, version + 1."""
+        row = self.rows[layer]
+        self.rows[layer] = row.model_copy(update={"seeds": tuple(seeds), "version": row.version + 1})
+
+
+# ---- learning -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adopt"])
+def test_both_optimizers_reduce_the_fitness_loss_on_digits(spec, digits, optimizer):
+    trainer = make_trainer(spec, digits, optimizer=optimizer, lr=0.1)
+    trainer.sync(MemoryTable(spec).snapshot("j"))
+    before = trainer.fitness_loss()
+    stats = trainer.train(80)
+    after = trainer.fitness_loss()
+    assert stats.steps == 80 and stats.skipped == 0 and math.isfinite(stats.loss)
+    assert after < before - 0.15, (before, after)  # 20 floats in all: slow but steady
+    val = trainer.validation()
+    assert val.accuracy is not None and val.accuracy > 0.15 and val.bits_per_byte is None
+
+
+def test_fitness_loss_is_the_evaluators_loss(spec, digits):
+    from germinator_dist.evaluator import LayerEvaluator
+
+    trainer = make_trainer(spec, digits, eval_batch_size=100)  # chunked: same mean
+    table = MemoryTable(spec)
+    trainer.sync(table.snapshot("j"))
+    trainer.train(5)
+    ev = LayerEvaluator(spec, digits.fitness_batch(512))
+    ev.load_snapshot(trainer.model.get_seeds(), trainer.model.get_floats(), (1, 2))
+    assert trainer.fitness_loss() == pytest.approx(ev.full_loss(), rel=1e-5)
+
+
+def test_language_model_validation_reports_bits_per_byte():
+    data = load_text_dataset(stdlib_text_files()[:2])
+    lm = ModelSpec(kind="lm", d_model=16, d_ff=16, n_blocks=1, context=16, rank=4, splits=(2,))
+    lm = lm.resolved(**data.dims())
+    trainer = ScaleTrainer(lm, data, {"batch_size": 8, "val_limit": 16}, data.fitness_batch(8, 16))
+    trainer.sync(MemoryTable(lm).snapshot("j"))
+    assert trainer.train(2).steps == 2
+    val = trainer.validation()
+    assert val.bits_per_byte == pytest.approx(val.loss / math.log(2)) and val.accuracy is None
+    assert len(trainer.proposals()) == len(trainer.model.layers)
+
+
+# ---- non-finite losses, gradients and updates --------------------------------------------------------------
+
+
+def test_nan_gradient_step_is_skipped_and_counted(spec, digits):
+    trainer = make_trainer(spec, digits)
+    floats = trainer.model.get_floats()
+    hook = trainer.model.layers[0].alpha.register_hook(lambda g: g * float("nan"))
+    stats = trainer.train(3)
+    hook.remove()
+    assert (stats.steps, stats.skipped) == (0, 3)
+    assert trainer.model.get_floats() == floats
+    assert trainer.train(1).steps == 1 and trainer.model.get_floats() != floats
+
+
+def test_nan_and_inf_losses_are_skipped(spec, digits, monkeypatch):
+    trainer = make_trainer(spec, digits)
+    floats = trainer.model.get_floats()
+    for bad in (float("nan"), float("inf")):
+        monkeypatch.setattr(
+            trainer.model, "loss", lambda batch, bad=bad: torch.tensor(bad, requires_grad=True)
+        )
+        stats = trainer.train(2)
+        assert (stats.steps, stats.skipped) == (0, 2) and math.isnan(stats.loss)
+    assert trainer.model.get_floats() == floats and trainer.skipped == 4
+
+
+def test_non_finite_update_is_reverted(spec, digits):
+    trainer = make_trainer(spec, digits)
+    trainer.train(2)
+    floats = trainer.model.get_floats()
+    step = trainer.optimizer.step
+
+    def poisoned():
+        step()
+        trainer.model.layers[1].g.data[0] = float("inf")
+
+    trainer.optimizer.step = poisoned
+    stats = trainer.train(1)
+    assert (stats.steps, stats.skipped) == (0, 1)
+    assert trainer.model.get_floats() == floats
+
+
+def test_nothing_is_proposed_with_a_non_finite_fitness_loss(spec, digits):
+    trainer = make_trainer(spec, digits)
+    table = MemoryTable(spec)
+    trainer.sync(table.snapshot("j"))
+    layer = trainer.model.layers[0]
+    layer.set_floats([3e38, *layer.get_floats()[1:]])  # finite floats, overflowing activations
+    assert trainer.proposals() == [] and trainer.nonfinite_losses == 1
+    assert not math.isfinite(trainer.last_fitness_loss)
+    # the next sync goes back to the table's floats for every layer
+    assert trainer.sync(table.snapshot("j")) == [0, 1]
+    assert math.isfinite(trainer.fitness_loss())
+
+
+# ---- sync, publish, reject ---------------------------------------------------------------------------------
+
+
+def test_sync_reloads_only_changed_layers_and_resets_their_moments(spec, digits):
+    trainer = make_trainer(spec, digits)
+    table = MemoryTable(spec)
+    assert trainer.sync(table.snapshot("j")) == [0, 1]
+    assert trainer.sync(table.snapshot("j")) == []
+    trainer.train(3)
+    p0, p1 = trainer.layer_params[0], trainer.layer_params[1]
+    assert all(trainer.optimizer.state[p] for p in p0 + p1)
+    new_seeds = tuple(s ^ 1 for s in table.rows[1].seeds)
+    table.commit_seeds(1, new_seeds)
+    trainer.model.layers[1].cache["marker"] = "stale tensor"
+    assert trainer.sync(table.snapshot("j")) == [1]
+    assert trainer.model.layers[1].get_seeds() == new_seeds
+    assert trainer.model.layers[1].get_floats() == table.rows[1].floats
+    assert "marker" not in trainer.model.layers[1].cache  # the old seeds' tensors are dropped
+    assert all(trainer.optimizer.state[p] for p in p0) and not any(p in trainer.optimizer.state for p in p1)
+
+
+def test_sync_refuses_a_snapshot_that_does_not_fit(spec, digits):
+    trainer = make_trainer(spec, digits)
+    snap = MemoryTable(spec).snapshot("j")
+    with pytest.raises(SpecError, match="snapshot.layers"):
+        trainer.sync(snap.model_copy(update={"layers": snap.layers[:1]}))
+    bad = snap.layers[1].model_copy(update={"floats": (1.0,), "version": 5})
+    with pytest.raises(SpecError, match=r"snapshot.layers\[1\].floats"):
+        trainer.sync(snap.model_copy(update={"layers": (snap.layers[0], bad)}))
+    assert trainer._versions == [None, None]  # nothing was loaded
+
+
+def test_proposals_carry_versions_and_published_or_rejected_layers_follow_the_table(spec, digits):
+    trainer = make_trainer(spec, digits)
+    table = MemoryTable(spec)
+    with pytest.raises(RuntimeError, match="sync"):
+        trainer.proposals()
+    trainer.sync(table.snapshot("j"))
+    assert trainer.proposals() == []  # nothing trained yet: the table already has these floats
+    trainer.train(5)
+    props = trainer.proposals()
+    assert [(p.layer, p.expected_version) for p in props] == [(0, 0), (1, 0)]
+    assert len({p.loss for p in props}) == 1 and math.isfinite(props[0].loss)
+    table.commit_seeds(1, tuple(s ^ 2 for s in table.rows[1].seeds))  # the driver wins layer 1 meanwhile
+    for p in props:
+        outcome = table.publish_floats("j", p.layer, p.expected_version, p.floats, p.loss)
+        if outcome == "accepted":
+            trainer.published(p.layer, p.expected_version + 1)
+        else:
+            trainer.rejected(p.layer)
+    assert table.rows[0].version == 1 and table.rows[1].version == 1
+    assert trainer.sync(table.snapshot("j")) == [1]  # layer 0 is ours already; layer 1 is reloaded
+    assert trainer.model.layers[1].get_seeds() == table.rows[1].seeds
+
+
+# ---- the loop ---------------------------------------------------------------------------------------------
+
+
+def test_loop_publishes_every_round_until_the_step_budget_ends(spec, digits):
+    trainer = make_trainer(spec, digits, total_steps=25, schedule="cosine")
+    table = MemoryTable(spec)
+    seen = []
+    result = run_trainer(trainer, table, "j", on_round=seen.append)
+    assert result.stop_reason == "budget" and result.rounds == 3 and trainer.step_count == 25
+    assert result.accepted == 6 and result.stale == 0 and result.reloaded == 2
+    assert [r.version for r in table.rows] == [3, 3]
+    assert table.rows[0].loss == pytest.approx(result.fitness_loss)
+    assert [r.rounds for r in seen] == [1, 2, 3] and result.validation is not None
+    assert result.lr == pytest.approx(lr_at(trainer.config, 24))
+
+
+def test_loop_reloads_a_layer_the_search_changed_and_never_overwrites_its_seeds(spec, digits):
+    trainer = make_trainer(spec, digits, total_steps=30)
+    table = MemoryTable(spec)
+    driver_seeds = tuple(s ^ 5 for s in table.rows[1].seeds)
+
+    def driver_commits_once(layer):
+        if layer == 1 and table.rows[1].seeds != driver_seeds:
+            table.commit_seeds(1, driver_seeds)
+
+    table.before_publish = driver_commits_once
+    result = run_trainer(trainer, table, "j")
+    assert result.stale == 1 and result.accepted == 5 and result.reloaded == 3
+    assert table.rows[1].seeds == driver_seeds == trainer.model.layers[1].get_seeds()
+
+
+def test_a_cancelled_job_stops_the_loop(spec, digits):
+    trainer = make_trainer(spec, digits)  # no step budget: only the job's state ends it
+    table = MemoryTable(spec)
+
+    def cancel_after_two(progress):
+        if progress.rounds == 2:
+            table.state = JobState.CANCELLED
+
+    result = run_trainer(trainer, table, "j", on_round=cancel_after_two)
+    assert result.stop_reason == "cancelled" and result.rounds == 2 and trainer.step_count == 20
+
+
+def test_a_job_that_ends_during_a_round_gets_nothing_published(spec, digits):
+    trainer = make_trainer(spec, digits)
+    table = MemoryTable(spec)
+    calls = []
+
+    def state(job):
+        calls.append(job)
+        return JobState.RUNNING if len(calls) < 2 else JobState.SUCCEEDED
+
+    table.get_state = state
+    result = run_trainer(trainer, table, "j")
+    assert result.stop_reason == "succeeded" and result.rounds == 1 and table.published == []
+
+
+def test_a_job_cancelled_between_check_and_publish_stops_cleanly(spec, digits):
+    trainer = make_trainer(spec, digits)
+    table = MemoryTable(spec)
+
+    def cancel(layer):
+        table.state = JobState.CANCELLED
+
+    table.before_publish = cancel
+    result = run_trainer(trainer, table, "j")
+    assert result.stop_reason == "cancelled" and table.published == []
+
+
+def test_stop_event_and_wall_clock_budget_end_the_loop(spec, digits):
+    stop = threading.Event()
+    stop.set()
+    assert run_trainer(make_trainer(spec, digits), MemoryTable(spec), "j", stop).stop_reason == "stopped"
+    now = [0.0]
+
+    def clock():
+        now[0] += 1.0  # one second per reading
+        return now[0]
+
+    trainer = ScaleTrainer(
+        spec, digits, {"budget_s": 12, "steps_per_publish": 5}, digits.fitness_batch(64), clock=clock
+    )
+    result = run_trainer(trainer, MemoryTable(spec), "j")
+    assert result.stop_reason == "budget" and 0 < trainer.step_count < 12
+
+
+# ---- config -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        ({"optimizer": "sgd"}, "trainer.optimizer"),
+        ({"lr": 0}, "trainer.lr"),
+        ({"lr": 11}, "trainer.lr"),
+        ({"lr": float("nan")}, "trainer.lr"),
+        ({"lr": True}, "trainer.lr"),
+        ({"steps_per_publish": 0}, "trainer.steps_per_publish"),
+        ({"total_steps": -5}, "trainer.total_steps"),
+        ({"total_steps": 2.5}, "trainer.total_steps"),
+        ({"budget_s": float("inf")}, "trainer.budget_s"),
+        ({"betas": [0.9, 1.0]}, "trainer.betas.1"),
+        ({"grad_clip": 0}, "trainer.grad_clip"),
+        ({"batch_size": 0}, "trainer.batch_size"),
+        ({"schedule": "cosine"}, "trainer.schedule"),
+        ({"schedule": "step"}, "trainer.schedule"),
+        ({"warmup_steps": 5}, "trainer.warmup_steps"),
+        ({"schedule": "linear_warmup_cosine", "total_steps": 5, "warmup_steps": 5}, "trainer.warmup_steps"),
+        ({"min_lr_ratio": 2}, "trainer.min_lr_ratio"),
+        ({"lr_max": 1}, "trainer.lr_max"),
+    ],
+)
+def test_invalid_config_is_refused_with_the_field_named(bad, field):
+    with pytest.raises(SpecError) as err:
+        load_trainer_config(bad)
+    msg = str(err.value)
+    assert msg.startswith(field + ":") and "value" in msg and "\n" not in msg, msg
+
+
+def test_config_defaults_and_schedule():
+    assert load_trainer_config(None) == TrainerConfig()
+    with pytest.raises(SpecError, match="trainer: expected a mapping"):
+        load_trainer_config([1])
+    c = load_trainer_config(
+        {"lr": 1.0, "schedule": "linear_warmup_cosine", "total_steps": 110, "warmup_steps": 10}
+    )
+    assert [lr_at(c, s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert lr_at(c, 60) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert lr_at(c, 110) == pytest.approx(0.05) and lr_at(c, 500) == pytest.approx(0.05)
+    timed = load_trainer_config({"lr": 1.0, "schedule": "cosine", "budget_s": 10, "min_lr_ratio": 0})
+    assert lr_at(timed, 0, 5.0) == pytest.approx(0.5) and lr_at(timed, 0, 20.0) == pytest.approx(0.0)
