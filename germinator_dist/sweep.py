@@ -156,7 +156,8 @@ def run_sweep(path: str | Path, redis_url: str, storage: str | None = None) -> d
     sweep, base = load_sweep(path)
     space = {field: _domain(field, dom) for field, dom in sweep.space.items()}
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=base, sweep=sweep, redis_url=redis_url), {"cpu": 0}
+        tune.with_parameters(_trial, base=base, sweep=sweep, redis_url=redis_url),
+        {"cpu": 0, "memory": 64 * 2**20},  # the trial only watches its job; the job's workers take the CPUs
     )
     scheduler = ASHAScheduler(
         max_t=sweep.asha.max_t,
