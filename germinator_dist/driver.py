@@ -24,6 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from germinator_dist.errors import TableError
 from germinator_dist.jobspec import JobSpec, _proposer_fields
 from germinator_dist.pool import Completion, EvaluatorPool, Task
 from germinator_dist.proposers import make_proposer
@@ -198,15 +199,21 @@ class SearchDriver:
         best = min(range(n), key=lambda i: res.losses[i])
         if not res.losses[best] < res.incumbent_loss:
             return snap
-        outcome = self.table.commit_seeds(
-            self.job,
-            task.layer,
-            entry.version,
-            task.candidates[best].seeds,
-            res.floats[best],
-            res.losses[best],
-            f"{self.id}/{res.worker}",
-        )
+        try:
+            outcome = self.table.commit_seeds(
+                self.job,
+                task.layer,
+                entry.version,
+                task.candidates[best].seeds,
+                res.floats[best],
+                res.losses[best],
+                f"{self.id}/{res.worker}",
+            )
+        except TableError:
+            if self.table.get_state(self.job) == JobState.RUNNING:
+                raise
+            return snap  # the job was cancelled meanwhile: the table refuses writes; the loop stops
+
         if outcome == CommitOutcome.ACCEPTED:
             self.stats.accepted += 1
             self.table.update_progress(self.job, accepted=1)  # at once: the stream is the truth, keep close

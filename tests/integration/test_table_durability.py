@@ -2,12 +2,13 @@
 SIGKILL; after a restart on the same directory we compare what came back with what was acknowledged.
 
 * ``appendfsync always``: every acknowledged commit is back (Redis fsyncs the AOF before it replies).
-* ``appendfsync everysec``: Redis write(2)s the AOF before it replies but fsyncs once a second, so a crash
-  of the Redis *process* loses nothing acknowledged, while a crash of the machine (power loss, kernel
-  panic) can lose the last ~1 s of acknowledged commits (up to ~2 s when fsync stalls). A test cannot pull
-  the plug, so for everysec it asserts the guarantee that holds either way: what comes back is a
-  consistent prefix of the acknowledged history (no torn commit, table == stream), and nothing older than
-  the loss window is missing.
+* ``appendfsync everysec``: Redis write(2)s the AOF before it replies (unless a slow fsync makes it
+  postpone that write, by up to 2 s) and fsyncs once a second, so a crash of the Redis *process* normally
+  loses nothing acknowledged, while a crash of the machine (power loss, kernel panic) can lose the last
+  ~1 s of acknowledged commits (up to ~2 s when fsync stalls). A test cannot pull the plug, so for
+  everysec it asserts the guarantee that holds either way: what comes back is a consistent prefix of the
+  acknowledged history (no torn commit, table == stream), and nothing older than the loss window is
+  missing.
 """
 
 from __future__ import annotations
