@@ -65,6 +65,7 @@ class SearchDriver:
         self.stats = DriverStats()
         self._task_ids = itertools.count()
         self._redispatch: deque[Task] = deque()
+        self._lost_ids: set[str] = set()
         self._unreported = DriverStats()
         self._heartbeat_at: dict[str, float] = {}  # worker -> when its heartbeat was last written
         self._last_report = time.monotonic()
@@ -164,7 +165,9 @@ class SearchDriver:
     def _handle(self, done: Completion, snap: Snapshot) -> Snapshot:
         task = done.task
         if done.result is None:  # lost with its worker: re-dispatch the same candidates
-            self.stats.lost_workers += int(done.worker_lost)
+            if done.worker_lost and done.worker not in self._lost_ids:
+                self._lost_ids.add(done.worker)
+                self.stats.lost_workers += 1
             if task.attempts + 1 < MAX_ATTEMPTS:
                 task.attempts += 1
                 self._redispatch.append(task)

@@ -24,7 +24,7 @@ import torch
 
 from germinator_dist.layers import FixedTensors
 from germinator_dist.model import Batch, GerminatorModel, build_model
-from germinator_dist.records import SEED_NAMES, EvalResult
+from germinator_dist.records import EvalResult
 from germinator_dist.spec import ModelSpec
 
 
@@ -47,11 +47,12 @@ class LayerEvaluator:
         self._prefix: dict[int, dict] = {}  # layer -> state entering it, for the loaded snapshot
         self._incumbent: dict[tuple, tuple] = {}  # (layer, refit_steps, refit_lr) -> (loss, floats)
         self._fixed_after: dict[int, FixedTensors] = {}  # layer -> its tensors in the loaded snapshot
-        self._tensors: OrderedDict = OrderedDict()  # (layer, name, seed) -> tensor, LRU
+        self._tensors: OrderedDict = OrderedDict()  # (layer, name, seed) -> tensor, LRU (also "f1", ...)
         self._tensor_bytes = 0
         self._tensor_budget = int(tensor_cache_mb * 2**20)
         for layer in self.model.layers:
             layer.requires_grad_(False)
+            layer.cache_derived = True  # candidates change a slot or two: keep F1, F2, sigma_t*T per seed
 
     # ---- snapshot --------------------------------------------------------------------------------
     def load_snapshot(self, seeds, floats, versions) -> None:
@@ -85,12 +86,11 @@ class LayerEvaluator:
     def _fixed(self, k: int, seeds) -> FixedTensors:
         layer = self.model.layers[k]
         cache = {}
-        for name, seed in zip(SEED_NAMES, seeds):
-            key = (k, name, int(seed))
-            t = self._tensors.get(key)
+        for key in layer.cache_keys(seeds, self.device):  # raw tensors and the products F1, F2, sigma_t*T
+            t = self._tensors.get((k, key[0], key[1]))
             if t is not None:
-                self._tensors.move_to_end(key)
-                cache[(name, int(seed), str(self.device), torch.float32)] = t
+                self._tensors.move_to_end((k, key[0], key[1]))
+                cache[key] = t
         layer.cache = cache
         try:
             fixed = layer.generate(seeds=seeds, device=self.device)

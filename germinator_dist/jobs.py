@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from germinator_dist import prng
 from germinator_dist.errors import SpecError
 from germinator_dist.evaluator import LayerEvaluator
 from germinator_dist.jobspec import JobSpec, resolve_job
@@ -29,9 +30,10 @@ def create_job(table, spec: JobSpec, *, resume: bool = False) -> tuple[JobSpec, 
     """
     spec, dataset = resolve_job(spec.with_id())
     model = build_model(spec.model)
-    ev = LayerEvaluator(spec.model, fitness_batch(spec, dataset))
-    ev.load_snapshot(model.get_seeds(), model.get_floats(), versions=(0,) * len(model.layers))
-    loss = ev.full_loss()
+    with prng.eager():  # one forward pass: compiling the generator kernel would cost ~10 s here
+        ev = LayerEvaluator(spec.model, fitness_batch(spec, dataset))
+        ev.load_snapshot(model.get_seeds(), model.get_floats(), versions=(0,) * len(model.layers))
+        loss = ev.full_loss()
     if not math.isfinite(loss):
         raise SpecError(f"model: the initial model's loss is not finite ({loss}); check the data scale")
     rows = [

@@ -94,6 +94,9 @@ class SeedLinear(nn.Module):
         self.g = nn.Parameter(torch.ones(rank))  # (r,)
         self.experts = nn.Parameter(torch.zeros(sum(self.splits), rank))  # (sum e_j, r)
         self.cache: dict | None = None  # (role, seed, device, dtype) -> tensor, when caching is on
+        # with a cache, also keep the products F1, F2 (per mask and scale seed) and sigma_t * T (per shift
+        # seed): an evaluator whose candidates change one slot at a time then skips their recomputation
+        self.cache_derived = False
         if seeds is not None:
             self.set_seeds(seeds)
 
@@ -180,6 +183,18 @@ class SeedLinear(nn.Module):
             self.cache[key] = t
         return t
 
+    def cache_keys(self, seeds, device, dtype=torch.float32) -> list[tuple]:
+        """The keys ``generate(seeds, device, dtype)`` looks up in ``self.cache``: one per seeded tensor,
+        then (with ``cache_derived``) those of F1, F2 and sigma_t * T. Each is (name, seed, device, dtype);
+        the seed of F1 and F2 is the pair (mask seed, scale seed)."""
+        s = {n: int(v) for n, v in zip(SEED_NAMES, seeds)}
+        dev = str(device)
+        keys = [(n, s[n], dev, dtype) for n in SEED_NAMES]
+        if self.cache_derived:
+            pair = (s["mask"], s["scale"])
+            keys += [("f1", pair, dev, dtype), ("f2", pair, dev, dtype), ("t", s["shift"], dev, dtype)]
+        return keys
+
     def generate(
         self, seeds: tuple[int, ...] | None = None, device=None, dtype=torch.float32
     ) -> FixedTensors:
@@ -188,17 +203,24 @@ class SeedLinear(nn.Module):
         device = self.alpha.device if device is None else device
         s = dict(zip(SEED_NAMES, seeds))
         get = lambda n: self._tensor(n, s[n], device, dtype)  # noqa: E731
-        m = get("mask")  # (out, in)
-        fine = 1.0 + self.sigma_s * get("scale")  # (out, in)
+        cache = self.cache if self.cache_derived else None
+        k1, k2, kt = self.cache_keys(seeds, device, dtype)[-3:] if cache is not None else (None,) * 3
+        if cache is not None and k1 in cache and k2 in cache:
+            f1, f2 = cache[k1], cache[k2]
+        else:
+            m = get("mask")  # (out, in)
+            fine = 1.0 + self.sigma_s * get("scale")  # (out, in)
+            f1, f2 = m * fine, (1.0 - m) * fine
+            if cache is not None:
+                cache[k1], cache[k2] = f1, f2
+        if cache is not None and kt in cache:
+            t = cache[kt]
+        else:
+            t = self.sigma_t * get("shift")
+            if cache is not None:
+                cache[kt] = t
         return FixedTensors(
-            a1=get("a1"),
-            b1=get("b1"),
-            a2=get("a2"),
-            b2=get("b2"),
-            f1=m * fine,
-            f2=(1.0 - m) * fine,
-            t=self.sigma_t * get("shift"),
-            bias=get("bias"),
+            a1=get("a1"), b1=get("b1"), a2=get("a2"), b2=get("b2"), f1=f1, f2=f2, t=t, bias=get("bias")
         )
 
     # ---- routing ------------------------------------------------------------------------------------

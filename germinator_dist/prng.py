@@ -22,6 +22,7 @@ of the 32x32 product exact, and results are masked back to 32 bits.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -70,9 +71,24 @@ _compiled: dict = {}
 _compile_failed = False
 
 
+_eager_depth = 0
+
+
 def compile_enabled() -> bool:
     """Whether the fused torch.compile kernels are in use (GERMINATOR_PRNG_COMPILE=0 turns them off)."""
-    return not _compile_failed and os.environ.get("GERMINATOR_PRNG_COMPILE", "1") != "0"
+    return not _compile_failed and _eager_depth == 0 and os.environ.get("GERMINATOR_PRNG_COMPILE", "1") != "0"
+
+
+@contextlib.contextmanager
+def eager():
+    """Use the eager path inside the block: for one-off generation in a short-lived process (e.g. the CLI
+    measuring a new job's initial loss), where compiling the kernel would cost more than it saves."""
+    global _eager_depth
+    _eager_depth += 1
+    try:
+        yield
+    finally:
+        _eager_depth -= 1
 
 
 def fast_path() -> str:

@@ -88,13 +88,12 @@ def _start_runner(table, ep: Endpoints, job: str) -> str:
     client = _job_client(ep)
     local = any(h in (ep.dashboard or "") for h in ("127.0.0.1", "localhost"))
     python = sys.executable if local else "python"
-    # The runner reads the table from this URL: it must be the address the cluster's nodes reach Redis at
-    # (submit from the head, or set GERMINATOR_REDIS_URL on the nodes and pass the same URL here).
-    env = {"GERMINATOR_REDIS_URL": ep.redis_url}
+    # The runner reads the table from this URL: the address the cluster's nodes reach Redis at. The
+    # password never travels through Ray (its runtime-env agent logs env_vars on every node): the URL goes
+    # out redacted ("***" = take the password from GERMINATOR_REDIS_PASSWORD on the node).
+    env = {"GERMINATOR_REDIS_URL": table.url}
     if os.environ.get("RAY_AUTH_MODE"):
         env["RAY_AUTH_MODE"] = os.environ["RAY_AUTH_MODE"]
-    if os.environ.get("GERMINATOR_REDIS_PASSWORD"):
-        env["GERMINATOR_REDIS_PASSWORD"] = os.environ["GERMINATOR_REDIS_PASSWORD"]
     sid = f"germ-{job}-{int(time.time() * 1000)}"
     client.submit_job(
         entrypoint=f"{python} -m germinator_dist.job_runner {job}",

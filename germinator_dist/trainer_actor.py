@@ -90,18 +90,25 @@ class TrainerHandle:
     def status(self, timeout: float = 30.0) -> dict:
         return ray.get(self.actor.status.remote(), timeout=timeout)
 
-    def wait_or_stop(self, search_done: bool, poll_s: float = 0.5) -> dict:
-        """Hybrid: stop the trainer now (its last round publishes). Train-only: wait until it ends."""
+    def wait_or_stop(
+        self, search_done: bool, poll_s: float = 0.5, first_round_timeout_s: float = 600.0
+    ) -> dict:
+        """Hybrid: once the trainer has had at least one publication accepted, stop it (its current round
+        ends with a publish). Train-only: wait until its own budget ends. Returns its last status."""
         import time
 
-        if search_done:
-            ray.get(self.actor.stop.remote(), timeout=30)
+        deadline = time.monotonic() + first_round_timeout_s
+        stopped = False
         while True:
             st = self.status()
             if not st["alive"]:
                 if st["error"]:
                     log.warning("trainer ended with an error: %s", st["error"])
                 return st
+            accepted = (st["progress"] or {}).get("accepted", 0)
+            if search_done and not stopped and (accepted >= 1 or time.monotonic() > deadline):
+                ray.get(self.actor.stop.remote(), timeout=30)
+                stopped = True
             time.sleep(poll_s)
 
     def shutdown(self) -> None:
