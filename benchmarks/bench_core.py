@@ -126,6 +126,13 @@ def note(console: Console, text: str) -> None:
     console.print(text, markup=False, highlight=False)
 
 
+def make_table(title: str, box_style) -> Table:
+    """A table with its title on the left; in Markdown mode the title is a heading."""
+    if box_style is box.MARKDOWN:
+        title = "### " + title
+    return Table(title=title, box=box_style, title_justify="left")
+
+
 def fmt_size(n: int) -> str:
     return f"{n // MB} MiB" if n >= MB else f"{n // KIB} KiB"
 
@@ -248,10 +255,8 @@ def bench_generator(cfg: Config, console: Console, all_threads: int, box_style) 
                 for name, times in timed_samples(methods(n), cfg.gen_reps, cfg.min_sample_s).items():
                     results[(name, n, threads)] = [n / t / 1e9 for t in times]  # GB/s per sample
 
-    table = Table(
-        title=f"1. Generator throughput, GB/s of int8 bytes (median \\[min-max] of {cfg.gen_reps})",
-        box=box_style,
-        title_justify="left",
+    table = make_table(
+        f"1. Generator throughput, GB/s of int8 bytes (median \\[min-max] of {cfg.gen_reps})", box_style
     )
     table.add_column("generator")
     table.add_column("size", justify="right")
@@ -291,13 +296,12 @@ def prng_bytes_of_layer(n: int, r: int) -> int:
 
 
 def bench_layers(cfg: Config, console: Console, threads: int, box_style) -> None:
-    table = Table(
-        title=(
+    table = make_table(
+        (
             f"2. Regeneration of one SeedLinear (n x n), float32, {threads} thread(s), no_grad "
             f"(ms, median of {cfg.layer_reps})"
         ),
-        box=box_style,
-        title_justify="left",
+        box_style,
     )
     for col in ("layer", "rank", "generated MB", "PRNG MB drawn", "generate ms", "build W ms", "total ms"):
         table.add_column(col, justify="right")
@@ -449,13 +453,12 @@ def _measure_streaming(cfg: Config) -> dict:
 
 
 def _print_streaming(cfg: Config, console: Console, threads, box_style, mem, times, dense_bytes) -> None:
-    t_mem = Table(
-        title=(
+    t_mem = make_table(
+        (
             f"3a. Memory held by generated weights vs depth: MLP of width {cfg.width}, rank {cfg.rank}, "
             f"batch {cfg.batch}; inference (no_grad) unless marked training"
         ),
-        box=box_style,
-        title_justify="left",
+        box_style,
     )
     for col in (
         "depth",
@@ -505,14 +508,14 @@ def _print_streaming(cfg: Config, console: Console, threads, box_style, mem, tim
         "measured in a fresh process with glibc's mmap threshold at 64 KiB (freed blocks go back to the "
         "OS); it includes those temporaries and the activations.",
     )
+    console.print()
 
-    t_time = Table(
-        title=(
+    t_time = make_table(
+        (
             f"3b. Forward time per batch of {cfg.batch}, {threads} thread(s), no_grad "
             f"(ms, median of {cfg.fwd_reps})"
         ),
-        box=box_style,
-        title_justify="left",
+        box_style,
     )
     for col in (
         "depth",
@@ -552,7 +555,7 @@ def machine_facts(console: Console, all_threads: int, warmup: dict, box_style) -
         ),
         ("load average at start", " ".join(f"{v:.2f}" for v in os.getloadavg())),
     ]
-    table = Table(title="Machine", box=box_style, title_justify="left")
+    table = make_table("Machine", box_style)
     table.add_column("fact")
     table.add_column("value")
     for k, v in facts:
