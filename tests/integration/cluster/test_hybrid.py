@@ -16,10 +16,13 @@ def test_hybrid_search_and_trainer_share_the_table(ray_cluster, table, job_id):
         {
             "job": job_id,
             "mode": "hybrid",
-            "model": {"hidden": [64], "rank": 8, "seed_bits": 8},
+            # a small rank and a slow trainer keep seed choice decisive for the whole run, so both sides
+            # keep finding improvements (with a fast trainer the search stops winning once the floats
+            # co-adapt to the seeds: see docs/learning.md)
+            "model": {"hidden": [64], "rank": 4, "seed_bits": 8},
             "fitness": {"batch_size": 512},
-            "search": {"budget_evals": 400, "candidates_per_call": 8, "refit_steps": 2},
-            "trainer": {"optimizer": "adopt", "lr": 0.02, "steps_per_publish": 20},
+            "search": {"budget_evals": 600, "candidates_per_call": 8, "refit_steps": 0},
+            "trainer": {"optimizer": "adopt", "lr": 0.001, "steps_per_publish": 10},
             "workers": {"count": 1},
         }
     )
