@@ -14,7 +14,7 @@ from table_helpers import SPEC, initial_rows
 from germinator_dist.errors import ConnectionFailed, SpecError
 from germinator_dist.records import CommitOutcome, SeedCommit
 from germinator_dist.table import SeedTable
-from germinator_dist.table_conn import PASSWORD_ENV, redact
+from germinator_dist.table.conn import PASSWORD_ENV, redact
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from table_helpers import SPEC, initial_rows
 from germinator_dist.errors import JobNotFound, SpecError, TableError
 from germinator_dist.records import CommitOutcome, JobState
 from germinator_dist.table import SeedTable
-from germinator_dist.table_codec import TRANSITIONS
+from germinator_dist.table.codec import TRANSITIONS
 
 pytestmark = pytest.mark.integration
 

@@ -1,10 +1,10 @@
 """The shared best-seed table in Redis: one namespace per job, atomic versioned commits, an event stream.
 
-``SeedTable("redis://127.0.0.1:6379/0")`` is the only way the rest of the project touches Redis (only the
-``table*.py`` modules import redis). Schema and guarantees: ``docs/table.md``. Every method raises
-``SpecError`` for a bad argument, ``JobNotFound`` for an unknown job, ``TableError`` for malformed content
-in Redis or a refused operation (the table is then unchanged), and ``ConnectionFailed`` once the retries
-against an unreachable server are spent.
+``SeedTable("redis://127.0.0.1:6379/0")`` is the only way the rest of the project touches Redis
+(only the ``germinator_dist.table`` package imports redis). Schema and guarantees: ``docs/table.md``.
+Every method raises ``SpecError`` for a bad argument, ``JobNotFound`` for an unknown job,
+``TableError`` for malformed content in Redis or a refused operation (the table is then unchanged), and
+``ConnectionFailed`` once the retries against an unreachable server are spent.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import table_scripts, table_scripts_jobs
-from .errors import SpecError, TableError
-from .records import (
+from ..errors import SpecError, TableError
+from ..records import (
     CommitOutcome,
     JobInfo,
     JobState,
@@ -25,7 +24,9 @@ from .records import (
     Snapshot,
     TableEvent,
 )
-from .table_codec import (
+from . import scripts as table_scripts
+from . import scripts_jobs as table_scripts_jobs
+from .codec import (
     REGISTRY_KEY,
     Keys,
     check_int,
@@ -42,9 +43,9 @@ from .table_codec import (
     encode_seeds,
     seed_width,
 )
-from .table_conn import Connection, map_error, stream_script
-from .table_export import MAX_LAYERS, decode_event, export_doc, first_difference, parse_export, replay
-from .table_jobs import JobRegistryMixin, decode_spec, state_arg
+from .conn import Connection, map_error, stream_script
+from .export import MAX_LAYERS, decode_event, export_doc, first_difference, parse_export, replay
+from .jobs import JobRegistryMixin, decode_spec, state_arg
 
 _OUTCOMES = {
     1: CommitOutcome.ACCEPTED,
@@ -78,7 +79,7 @@ class SeedTable(JobRegistryMixin):
     """The seed table of every job on one Redis server. Thread-safe (redis-py pools connections).
 
     The job registry methods (create_job, list_jobs, set_state, heartbeat, progress, ...) are in
-    ``table_jobs.JobRegistryMixin``; the table itself (snapshot, commits, export, ...) is here.
+    ``table.jobs.JobRegistryMixin``; the table itself (snapshot, commits, export, ...) is here.
     """
 
     def __init__(
@@ -259,7 +260,7 @@ class SeedTable(JobRegistryMixin):
         return out
 
     def export(self, job: str) -> dict:
-        """The whole table as one JSON-ready document (``table_export``). Raises JobNotFound, TableError."""
+        """The whole table as one JSON-ready document (``table.export``). Raises JobNotFound, TableError."""
         keys = Keys(job)
         res = self._run("SNAPSHOT", [keys.meta], [keys.prefix, "1"], "export")
         snap = _snapshot(job, res)

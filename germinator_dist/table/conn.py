@@ -25,7 +25,7 @@ try:  # redis[hiredis]: the C packer, ~2x faster than redis-py's wrapper around 
 except ImportError:  # pragma: no cover - redis-py's own packer then
     hiredis = None
 
-from .errors import ConnectionFailed, JobNotFound, SpecError, TableError
+from ..errors import ConnectionFailed, JobNotFound, SpecError, TableError
 
 PASSWORD_ENV = "GERMINATOR_REDIS_PASSWORD"
 REDACTED = "***"

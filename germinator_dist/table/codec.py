@@ -15,8 +15,8 @@ import re
 import struct
 from collections.abc import Iterable, Mapping
 
-from .errors import SpecError, TableError
-from .records import N_SEEDS, SEED_NAMES, JobState
+from ..errors import SpecError, TableError
+from ..records import N_SEEDS, SEED_NAMES, JobState
 
 FORMAT = "1"  # schema version stored in every job's meta hash
 REGISTRY_KEY = "germ:jobs"  # set of job ids; the only key outside a job's own hash tag

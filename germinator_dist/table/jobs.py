@@ -10,9 +10,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import SpecError, TableError
-from .records import Heartbeat, JobInfo, JobState, LayerEntry, Progress, Snapshot
-from .table_codec import (
+from ..errors import SpecError, TableError
+from ..records import Heartbeat, JobInfo, JobState, LayerEntry, Progress, Snapshot
+from .codec import (
     REGISTRY_KEY,
     Keys,
     check_doc,
@@ -31,8 +31,8 @@ from .table_codec import (
     encode_payload,
     encode_seeds,
 )
-from .table_conn import Connection
-from .table_export import MAX_LAYERS
+from .conn import Connection
+from .export import MAX_LAYERS
 
 _COUNTERS = ("evaluations", "accepted", "stale", "not_better")
 

@@ -18,9 +18,9 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .errors import SpecError, TableError
-from .records import JobState, LayerEntry, Snapshot, TableEvent
-from .table_codec import (
+from ..errors import SpecError, TableError
+from ..records import JobState, LayerEntry, Snapshot, TableEvent
+from .codec import (
     check_int,
     check_seed_bits,
     check_seeds,

@@ -8,8 +8,8 @@ GERM_STATE (illegal state transition or write to a finished job); ``table.py`` m
 
 from __future__ import annotations
 
-from .records import N_SEEDS
-from .table_codec import FORMAT, TRANSITIONS, WRITABLE_STATES
+from ..records import N_SEEDS
+from .codec import FORMAT, TRANSITIONS, WRITABLE_STATES
 
 RECENT_TOKENS = 16  # accepted-commit tokens remembered per layer, so a retried commit is answered once
 TOKEN_LEN = 16

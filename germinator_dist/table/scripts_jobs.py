@@ -1,12 +1,12 @@
 """The Lua scripts of the job registry (jobs, states, heartbeats, progress, documents): sources only.
 
-Same rules as ``table_scripts``: each checks what it reads before its first write and fails with a
+Same rules as ``table.scripts``: each checks what it reads before its first write and fails with a
 ``GERM_*`` code; ``table_scripts.PRELUDE`` supplies the helpers.
 """
 
 from __future__ import annotations
 
-from .table_scripts import lua_script
+from .scripts import lua_script
 
 # KEYS: meta, events, progress, registry.  ARGV: job, prefix.  Returns 1 if a job was there, else 0.
 DELETE = lua_script(r"""
