@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from germinator_dist.errors import SpecError
+from germinator_dist.records import N_SEEDS
 from germinator_dist.spec import ModelSpec, format_validation_error
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -152,23 +153,29 @@ def _proposer_fields(spec: JobSpec, layer_seeds) -> dict:
     )
     if s.slots is not None:
         fields["slots"] = tuple(s.slots)
-    fields["incumbent_seeds"] = tuple(layer_seeds) if layer_seeds is not None else (0,) * 8
+    fields["incumbent_seeds"] = tuple(layer_seeds) if layer_seeds is not None else (0,) * N_SEEDS
     return fields
+
+
+def read_yaml(path: str | Path, what: str = "spec"):
+    """Parse a YAML file. Raises SpecError naming ``what``, the file and (for bad YAML) the line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{what}: cannot read {str(path)!r} ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{what}: {str(path)!r} is not valid YAML{where}") from None
 
 
 def load_job_spec(path: str | Path) -> JobSpec:
     """Read and validate a job YAML file. Raises SpecError naming the file, field and value."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"spec: cannot read {str(path)!r} ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"spec: {str(path)!r} is not valid YAML{where}") from None
+    data = read_yaml(path, "spec")
     spec = parse_job_spec(data, str(path))
     if spec.data.path and not Path(spec.data.path).is_absolute():  # relative to the spec file
         spec = spec.model_copy(

@@ -26,11 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from germinator_dist.errors import SpecError
-from germinator_dist.jobspec import JOB_ID_RE, load_job_spec, parse_job_spec
+from germinator_dist.jobspec import JOB_ID_RE, load_job_spec, parse_job_spec, read_yaml
 from germinator_dist.spec import format_validation_error
 
 
@@ -86,12 +85,7 @@ def apply_config(base: dict, config: dict[str, Any]) -> dict:
 def load_sweep(path: str | Path) -> tuple[SweepSpec, dict]:
     """Read a sweep file; returns it and the base spec as a dict. Raises SpecError naming the field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SpecError(f"sweep: cannot read {str(path)!r} ({exc.strerror})") from None
-    except yaml.YAMLError:
-        raise SpecError(f"sweep: {str(path)!r} is not valid YAML") from None
+    data = read_yaml(path, "sweep")
     try:
         sweep = SweepSpec.model_validate(data)
     except ValidationError as exc:
