@@ -16,6 +16,7 @@ Pure core: torch only. The Ray worker actor and the local demo both wrap it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import OrderedDict
@@ -24,7 +25,7 @@ import torch
 
 from germinator_dist.layers import FixedTensors
 from germinator_dist.model import Batch, GerminatorModel, build_model
-from germinator_dist.records import EvalResult
+from germinator_dist.records import SEED_NAMES, EvalResult
 from germinator_dist.spec import ModelSpec
 
 
@@ -36,7 +37,7 @@ class LayerEvaluator:
         spec: ModelSpec,
         batch: Batch,
         device: str | torch.device = "cpu",
-        tensor_cache_mb: float = 256.0,
+        tensor_cache_mb: float = 32.0,
         worker_id: str = "local",
     ) -> None:
         self.device = torch.device(device)
@@ -47,6 +48,8 @@ class LayerEvaluator:
         self._prefix: dict[int, dict] = {}  # layer -> state entering it, for the loaded snapshot
         self._incumbent: dict[tuple, tuple] = {}  # (layer, refit_steps, refit_lr) -> (loss, floats)
         self._fixed_after: dict[int, FixedTensors] = {}  # layer -> its tensors in the loaded snapshot
+        self._scaled: dict[tuple, torch.Tensor] = {}  # incumbent parts scaled by the loaded floats (_built)
+        self._w_buffer: dict[int, torch.Tensor] = {}  # layer -> the buffer a candidate's W is built in
         self._tensors: OrderedDict = OrderedDict()  # (layer, name, seed) -> tensor, LRU (also "f1", ...)
         self._tensor_bytes = 0
         self._tensor_budget = int(tensor_cache_mb * 2**20)
@@ -67,6 +70,7 @@ class LayerEvaluator:
         self._prefix = {}
         self._incumbent = {}
         self._fixed_after = {}
+        self._scaled = {}
 
     def _state_entering(self, k: int) -> dict:
         if k not in self._prefix:
@@ -106,17 +110,66 @@ class LayerEvaluator:
             self._tensor_bytes -= t.numel() * t.element_size()
         return fixed
 
+    def _prefetch(self, k: int, seed_vectors) -> None:
+        """Generate every seeded tensor of layer k these seed vectors need and the LRU lacks, in one or two
+        generator calls (a compiled call costs ~20 us before it computes: one per tensor would dominate)."""
+        layer = self.model.layers[k]
+        missing = [
+            (name, seed)
+            for seeds in seed_vectors
+            for name, seed in zip(SEED_NAMES, seeds)
+            if (k, name, int(seed)) not in self._tensors
+        ]
+        for (name, seed), t in layer.generate_many(missing, self.device).items():
+            self._tensors[(k, name, seed)] = t
+            self._tensor_bytes += t.numel() * t.element_size()
+
     # ---- evaluation ------------------------------------------------------------------------------
     def _snapshot_fixed(self, j: int) -> FixedTensors:
         """Layer j's tensors for the loaded snapshot (layers after the searched one do not change within
         a snapshot); kept while they fit in half the tensor budget, else rebuilt from the tensor LRU."""
         fixed = self._fixed_after.get(j)
         if fixed is None:
-            fixed = self._fixed(j, self.model.layers[j].get_seeds())
+            seeds = self.model.layers[j].get_seeds()
+            fixed = self._built(j, seeds, self._fixed(j, seeds))  # layer j's floats are fixed in a call
             held = sum(f.nbytes() for f in self._fixed_after.values())
             if held + fixed.nbytes() <= self._tensor_budget // 2:
                 self._fixed_after[j] = fixed
         return fixed
+
+    # ---- the fast path: floats fixed (no refit), so each layer's finished weight W is built once ------
+    def _built(self, k: int, seeds, fixed: FixedTensors, out: torch.Tensor | None = None) -> FixedTensors:
+        """``fixed`` with its finished weight W for the loaded floats (layers without experts; else as is).
+
+        W = alpha c (F1 * W1 + F2 * W2 + sigma_t T) with alpha c folded into the rank scalars and into T:
+        two fused passes over (out, in) plus a rank-r product per changed factor pair. The incumbent's
+        scaled parts are kept for the snapshot, so a candidate that keeps a1/b1 (or a2/b2, shift) reuses them.
+        W goes into ``out`` when given: a candidate's W lives for one loss, so one buffer serves them all.
+        """
+        layer = self.model.layers[k]
+        if layer.splits:
+            return fixed
+        scale = layer.alpha * layer.c  # 0-dim
+        s = dict(zip(SEED_NAMES, seeds))
+        incumbent = dict(zip(SEED_NAMES, layer.get_seeds()))
+
+        def part(name: str, slots: tuple[str, ...], make):
+            key = (k, name, *(s[n] for n in slots))
+            if key in self._scaled:
+                return self._scaled[key]
+            value = make()
+            if all(s[n] == incumbent[n] for n in slots):
+                self._scaled[key] = value
+            return value
+
+        lam = layer.g * scale  # (r,)
+        w1 = part("w1", ("a1", "b1"), lambda: (fixed.a1 * lam) @ fixed.b1)  # (out, in)
+        w2 = part("w2", ("a2", "b2"), lambda: (fixed.a2 * lam) @ fixed.b2)  # (out, in)
+        t = part("t", ("shift",), lambda: fixed.t * scale)  # (out, in)
+        if out is None:
+            out = torch.empty_like(t)
+        w = torch.addcmul(t, fixed.f1, w1, out=out).addcmul_(fixed.f2, w2)  # (out, in)
+        return dataclasses.replace(fixed, w=w)
 
     def _loss(self, k: int, state: dict, fixed: FixedTensors) -> torch.Tensor:
         fixed_all = {j: self._snapshot_fixed(j) for j in range(k + 1, len(self.model.layers))}
@@ -124,12 +177,17 @@ class LayerEvaluator:
         out = self.model.run(state, k, fixed=fixed_all)
         return self.model.loss_from_logits(out["logits"], self.batch.targets)
 
-    def _score(self, k: int, fixed: FixedTensors, floats0, refit_steps: int, refit_lr: float):
+    def _score(self, k: int, seeds, floats0, refit_steps: int, refit_lr: float):
         layer = self.model.layers[k]
         state = self._state_entering(k)
+        fixed = self._fixed(k, seeds)
         if refit_steps <= 0:  # the layer holds floats0 (evaluate restores them): nothing to reset or read
             with torch.no_grad():
-                loss = float(self._loss(k, state, fixed))
+                buf = self._w_buffer.get(k)
+                if buf is None and not layer.splits:
+                    buf = torch.empty(layer.out_features, layer.in_features, device=self.device)  # (out, in)
+                    self._w_buffer[k] = buf
+                loss = float(self._loss(k, state, self._built(k, seeds, fixed, out=buf)))
             return (loss if math.isfinite(loss) else math.inf), tuple(floats0)
         layer.set_floats(floats0)
         params = list(layer.parameters())
@@ -163,16 +221,15 @@ class LayerEvaluator:
         for seeds in candidates:  # validate all before computing anything
             layer.set_seeds(seeds)
         layer.set_seeds(incumbent_seeds)
+        self._prefetch(k, [incumbent_seeds, *candidates])
         try:
             key = (k, int(refit_steps), float(refit_lr))
             if key not in self._incumbent:
-                self._incumbent[key] = self._score(
-                    k, self._fixed(k, incumbent_seeds), floats0, refit_steps, refit_lr
-                )
+                self._incumbent[key] = self._score(k, incumbent_seeds, floats0, refit_steps, refit_lr)
             inc_loss, inc_floats = self._incumbent[key]
             losses, floats = [], []
             for seeds in candidates:
-                loss, fl = self._score(k, self._fixed(k, seeds), floats0, refit_steps, refit_lr)
+                loss, fl = self._score(k, seeds, floats0, refit_steps, refit_lr)
                 losses.append(loss)
                 floats.append(fl)
         finally:

@@ -44,9 +44,12 @@ class FixedTensors:
     f2: torch.Tensor  # (out, in)  (1 - M) * (1 + sigma_s S)
     t: torch.Tensor  # (out, in)  sigma_t * T
     bias: torch.Tensor  # (out,)
+    # the finished weight W (alpha, c and g applied) of a layer without experts, for the floats it was built
+    # with: an evaluator that holds floats fixed builds it once per seed vector; forward then skips weight()
+    w: torch.Tensor | None = None  # (out, in)
 
     def nbytes(self) -> int:
-        return sum(x.numel() * x.element_size() for x in vars(self).values())
+        return sum(x.numel() * x.element_size() for x in vars(self).values() if x is not None)
 
 
 class SeedLinear(nn.Module):
@@ -163,10 +166,7 @@ class SeedLinear(nn.Module):
         key = (name, seed, str(device), dtype)
         if self.cache is not None and key in self.cache:
             return self.cache[key]
-        out, inp, r = self.out_features, self.in_features, self.rank
-        shape = {"a1": (out, r), "a2": (out, r), "b1": (r, inp), "b2": (r, inp), "bias": (out,)}.get(
-            name, (out, inp)
-        )
+        shape = self.tensor_shape(name)
         numel = math.prod(shape)
         gen_shape = shape if numel >= SMALL_TENSOR else (SMALL_TENSOR,)
         if name == "mask":
@@ -182,6 +182,23 @@ class SeedLinear(nn.Module):
         if self.cache is not None:
             self.cache[key] = t
         return t
+
+    def tensor_shape(self, name: str) -> tuple[int, ...]:
+        """Shape of the seeded tensor ``name`` (one of SEED_NAMES)."""
+        out, inp, r = self.out_features, self.in_features, self.rank
+        shapes = {"a1": (out, r), "a2": (out, r), "b1": (r, inp), "b2": (r, inp), "bias": (out,)}
+        return shapes.get(name, (out, inp))
+
+    def generate_many(self, wanted, device, dtype=torch.float32) -> dict[tuple[str, int], torch.Tensor]:
+        """The seeded tensors for (name, seed) pairs, as ``generate`` makes them, in at most two generator
+        calls (masks, and all the rest): for a worker that needs a few small tensors per candidate."""
+        wanted = list(dict.fromkeys((name, int(seed)) for name, seed in wanted))
+        masks = [(n, s) for n, s in wanted if n == "mask"]
+        ints = [(n, s) for n, s in wanted if n != "mask"]
+        req = lambda pairs: [(s, ROLE[n], self.stream, self.tensor_shape(n)) for n, s in pairs]  # noqa: E731
+        made = prng.int_tensors(req(ints), self.int_dtype, dtype=dtype, device=device)
+        made += prng.bernoulli_masks(req(masks), self.mask_density, dtype=dtype, device=device)
+        return dict(zip(ints + masks, made))
 
     def cache_keys(self, seeds, device, dtype=torch.float32) -> list[tuple]:
         """The keys ``generate(seeds, device, dtype)`` looks up in ``self.cache``: one per seeded tensor,
@@ -265,7 +282,7 @@ class SeedLinear(nn.Module):
         fixed = self.generate(device=x.device, dtype=x.dtype) if fixed is None else fixed
         bias = self.beta * fixed.bias  # (out,)
         if not self.splits:
-            w = self.weight(fixed, self.g.unsqueeze(0))[0]  # (out, in)
+            w = self.weight(fixed, self.g.unsqueeze(0))[0] if fixed.w is None else fixed.w  # (out, in)
             return F.linear(x, w, bias)  # x @ w.T + bias in one call
         if token_ids is None:
             raise SpecError(

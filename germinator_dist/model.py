@@ -138,6 +138,7 @@ class GerminatorMLP(GerminatorModel):
         dims = [spec.input_dim, *spec.hidden, spec.num_classes]
         self.layers = nn.ModuleList(self._layer(i, a, b) for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])))
         self.act = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}[spec.activation]
+        self.act_ = {"relu": torch.relu_, "tanh": torch.tanh_}.get(spec.activation)  # in place, or None
 
     def initial_state(self, inputs: torch.Tensor) -> dict:
         return {"h": inputs}
@@ -146,6 +147,8 @@ class GerminatorMLP(GerminatorModel):
         h = self.layers[k](state["h"], fixed=fixed)  # (B, d_k+1)
         if k == len(self.layers) - 1:
             return {"logits": h}
+        if not torch.is_grad_enabled() and self.act_ is not None:  # no autograd: h is ours to overwrite
+            return {"h": self.act_(h)}
         return {"h": self.act(h)}
 
 

@@ -27,6 +27,7 @@ import math
 import os
 import warnings
 
+import numpy as np
 import torch
 
 from germinator_dist.errors import SpecError
@@ -41,8 +42,8 @@ _W1 = 0xBB67AE85
 _MASK32 = 0xFFFFFFFF
 
 
-def _philox_rounds(c0, c1, c2, c3, k0, k1, rounds: int = 10) -> torch.Tensor:
-    """The Philox4x32 rounds on int64 columns (each (N,) or broadcastable); returns int32 words (N, 4)."""
+def _rounds(c0, c1, c2, c3, k0, k1, rounds: int = 10):
+    """The Philox4x32 rounds on int64 columns (each (N,) or broadcastable) -> four int64 uint32 columns."""
     for _ in range(rounds):
         p0 = c0 * _M0  # wraps mod 2**64; the low 64 bits of the 32x32 product are exact
         p1 = c2 * _M1
@@ -54,21 +55,44 @@ def _philox_rounds(c0, c1, c2, c3, k0, k1, rounds: int = 10) -> torch.Tensor:
         )
         k0 = (k0 + _W0) & _MASK32
         k1 = (k1 + _W1) & _MASK32
+    return c0, c1, c2, c3
+
+
+def _words(cols) -> torch.Tensor:
     # uint32 words stored in int32 (two's complement; viewing them as bytes gives little-endian order).
     # Each column is narrowed before the stack, written as arithmetic rather than a plain cast: the
     # compiled kernel then writes the (N, 4) int32 output in one pass (measured 3-7x faster).
-    return torch.stack([_to_i32(c) for c in (c0, c1, c2, c3)], dim=1)  # (N, 4) int32
+    return torch.stack([(w - ((w >> 31) << 32)).to(torch.int32) for w in cols], dim=1)  # (N, 4) int32
 
 
-def _to_i32(w: torch.Tensor) -> torch.Tensor:
-    return (w - ((w >> 31) << 32)).to(torch.int32)
+def _philox_rounds(c0, c1, c2, c3, k0, k1, rounds: int = 10) -> torch.Tensor:
+    """The Philox4x32 rounds on int64 columns (each (N,) or broadcastable); returns int32 words (N, 4)."""
+    return _words(_rounds(c0, c1, c2, c3, k0, k1, rounds))
+
+
+def _stream_cols(idx, role, stream, k0, k1):
+    """Philox output columns for block indices ``idx`` (N,) of one stream (role, stream, k0, k1: 0-dim)."""
+    c2 = torch.zeros_like(idx) + role  # (N,)
+    c3 = torch.zeros_like(idx) + stream
+    return _rounds(idx & _MASK32, idx >> 32, c2, c3, k0, k1)
 
 
 def _block_words(idx, role, stream, k0, k1) -> torch.Tensor:
-    """Blocks for block indices ``idx`` (N,) of one stream; role, stream, k0, k1 are 0-dim int64."""
-    c2 = torch.zeros_like(idx) + role  # (N,)
-    c3 = torch.zeros_like(idx) + stream
-    return _philox_rounds(idx & _MASK32, idx >> 32, c2, c3, k0, k1)  # (N, 4) int32
+    """Blocks for block indices ``idx`` (N,) of one stream: int32 words (N, 4)."""
+    return _words(_stream_cols(idx, role, stream, k0, k1))
+
+
+# The fused mask kernel below gives exactly what the 16-bit view of ``_block_words`` gives (little-endian:
+# the low half of word 0 first), already compared and converted: one compiled pass from the counters to the
+# mask instead of a kernel, a view and four eager passes (measured 2x). For bytes a fused float output was
+# measured slower than the words kernel plus one eager conversion, so bytes take that route.
+def _block_mask_values(idx, role, stream, k0, k1, threshold: int, dtype) -> torch.Tensor:
+    """Bernoulli values (16-bit draw < threshold) of blocks ``idx``: (N, 8) in ``dtype`` (bool allowed)."""
+    parts = []
+    for c in _stream_cols(idx, role, stream, k0, k1):
+        for shift in (0, 16):
+            parts.append((((c >> shift) & 0xFFFF) < threshold).to(dtype))
+    return torch.stack(parts, dim=1)  # (N, 8)
 
 
 _compiled: dict = {}
@@ -156,18 +180,26 @@ def check_seed(seed: int, seed_bits: int = MAX_SEED_BITS, field: str = "seed") -
     return seed
 
 
-def _blocks(seed: int, role: int, stream: int, first: int, count: int, device) -> torch.Tensor:
-    """Philox blocks ``first .. first+count-1`` of stream (seed, role, stream): int32 words (count, 4)."""
-    idx = torch.arange(
-        first, first + count, dtype=torch.int64, device=device
-    )  # (count,) passed in, see below
+def _counters(seed: int, role: int, stream: int, first: int, count: int, device):
+    """Block indices ``first .. first+count-1`` (count,) and the 0-dim words role, stream, key lo, key hi."""
     # The counter is built outside the compiled kernel on purpose: a counter made with arange inside a
     # compiled function was seen miscompiled here (wrong values from index 16 on).
-    consts = (
+    idx = torch.arange(first, first + count, dtype=torch.int64, device=device)  # (count,)
+    consts = tuple(
         torch.tensor(v & _MASK32, dtype=torch.int64, device=idx.device)
         for v in (role, stream, seed, seed >> 32)
     )
-    return _call(_block_words, count, idx, *consts)  # (count, 4) int32
+    return (idx, *consts)
+
+
+def _blocks(seed: int, role: int, stream: int, first: int, count: int, device) -> torch.Tensor:
+    """Philox blocks ``first .. first+count-1`` of stream (seed, role, stream): int32 words (count, 4)."""
+    return _call(_block_words, count, *_counters(seed, role, stream, first, count, device))  # (count, 4)
+
+
+def _fused(count: int) -> bool:
+    """Whether a request of ``count`` blocks goes through a fused compiled kernel (same values)."""
+    return count >= _COMPILE_MIN and compile_enabled()
 
 
 def _span(start: int, stop: int, per_block: int) -> tuple[int, int, int]:
@@ -255,7 +287,7 @@ def bernoulli_mask(
     start: int = 0,
     stop: int | None = None,
 ) -> torch.Tensor:
-    """Seeded {0, 1} mask with density ``p`` (quantized to multiples of 2**-16).
+    """Seeded {0, 1} mask with density ``p`` (quantized to multiples of 2**-16); ``dtype`` may be bool.
 
     Raises SpecError if p is outside [0, 1], or on a bad seed / chunk range.
     """
@@ -265,8 +297,14 @@ def bernoulli_mask(
     numel = math.prod(shape)
     chunk = stop is not None or start != 0
     stop = _check_range(numel, start, stop)
-    h = _random_halves(seed, role, stream, start, stop, device)
-    vals = (h < round(p * 65536)).to(dtype)
+    threshold = round(p * 65536)
+    first, count, skip = _span(start, stop, 8)
+    if stop > start and _fused(count):
+        args = _counters(seed, role, stream, first, count, device)
+        vals = _call(_block_mask_values, count, *args, threshold, dtype)  # (count, 8)
+        vals = vals.reshape(-1)[skip : skip + (stop - start)]
+    else:
+        vals = (_random_halves(seed, role, stream, start, stop, device) < threshold).to(dtype)
     return vals if chunk else vals.reshape(shape)
 
 
@@ -321,3 +359,58 @@ def normal(
     off = start - 2 * pair_start
     vals = z[off : off + (stop - start)].to(dtype)
     return vals if chunk else vals.reshape(shape)
+
+
+# ---- several tensors in one generator call ----------------------------------------------------------------
+# A search worker needs a handful of small tensors per candidate (a changed factor, a bias); one compiled call
+# costs ~20 us before it computes anything, so the tensors of a whole batch of candidates are generated in one
+# call: the counter, role, stream and key words become per-row columns. Same bits as one call per tensor.
+Request = tuple  # (seed, role, stream, shape)
+
+
+def _many_counters(requests, per_block: int, device):
+    """Per-row counter columns for whole tensors: block index (N,), role, stream, key lo, key hi (N,)."""
+    counts = np.array([-(-math.prod(shape) // per_block) for _, _, _, shape in requests], dtype=np.int64)
+    starts = np.cumsum(counts) - counts  # (R,)
+    idx = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(starts, counts)  # (N,) block in its tensor
+    rows = [[r & _MASK32, st & _MASK32, seed & _MASK32, seed >> 32] for seed, r, st, _ in requests]
+    words = np.array(rows, dtype=np.int64)  # (R, 4): role, stream, key lo, key hi
+    cols = np.repeat(words, counts, axis=0).T  # (4, N)
+    return tuple(torch.from_numpy(np.ascontiguousarray(c)).to(device) for c in (idx, *cols)), counts.tolist()
+
+
+def _split(flat: torch.Tensor, requests, counts, per_block: int) -> list[torch.Tensor]:
+    out, pos = [], 0
+    for (_, _, _, shape), c in zip(requests, counts):
+        out.append(flat[pos : pos + math.prod(shape)].reshape(shape).clone())
+        pos += c * per_block
+    return out
+
+
+def int_tensors(requests, int_dtype: str = "int8", *, dtype=torch.float32, device=None) -> list[torch.Tensor]:
+    """``int_tensor(seed, role, stream, shape, int_dtype)`` for each (seed, role, stream, shape) request,
+    from one generator call. Raises SpecError on an unknown int_dtype or a bad seed."""
+    if int_dtype not in ("int8", "uint8"):
+        raise SpecError(f"int_dtype: expected 'int8' or 'uint8', got {int_dtype!r}")
+    requests = [(check_seed(seed), role, stream, tuple(shape)) for seed, role, stream, shape in requests]
+    if not requests:
+        return []
+    args, counts = _many_counters(requests, 16, device)
+    words = _call(_block_words, args[0].numel(), *args)  # (N, 4) int32
+    signed = int_dtype == "int8"
+    flat = words.view(torch.int8 if signed else torch.uint8).reshape(-1)  # (16 N,) little-endian bytes
+    vals = flat.to(dtype) * (1.0 / 128.0 if signed else 1.0 / 256.0)  # exact: powers of two
+    return _split(vals, requests, counts, 16)
+
+
+def bernoulli_masks(requests, p: float, *, dtype=torch.float32, device=None) -> list[torch.Tensor]:
+    """``bernoulli_mask(seed, role, stream, shape, p)`` for each (seed, role, stream, shape) request, from one
+    generator call. Raises SpecError if p is outside [0, 1] or on a bad seed."""
+    if not 0.0 <= p <= 1.0:
+        raise SpecError(f"mask_density: expected a value in [0, 1], got {p!r}")
+    requests = [(check_seed(seed), role, stream, tuple(shape)) for seed, role, stream, shape in requests]
+    if not requests:
+        return []
+    args, counts = _many_counters(requests, 8, device)
+    vals = _call(_block_mask_values, args[0].numel(), *args, round(p * 65536), dtype)  # (N, 8)
+    return _split(vals.reshape(-1), requests, counts, 8)
