@@ -49,7 +49,8 @@ class LayerEvaluator:
         self._incumbent: dict[tuple, tuple] = {}  # (layer, refit_steps, refit_lr) -> (loss, floats)
         self._fixed_after: dict[int, FixedTensors] = {}  # layer -> its tensors in the loaded snapshot
         self._scaled: dict[tuple, torch.Tensor] = {}  # incumbent parts scaled by the loaded floats (_built)
-        self._w_buffer: dict[int, torch.Tensor] = {}  # layer -> the buffer a candidate's W is built in
+        # layer -> buffers a candidate's W and output are written into (each lives for one loss)
+        self._buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._tensors: OrderedDict = OrderedDict()  # (layer, name, seed) -> tensor, LRU (also "f1", ...)
         self._tensor_bytes = 0
         self._tensor_budget = int(tensor_cache_mb * 2**20)
@@ -171,6 +172,31 @@ class LayerEvaluator:
         w = torch.addcmul(t, fixed.f1, w1, out=out).addcmul_(fixed.f2, w2)  # (out, in)
         return dataclasses.replace(fixed, w=w)
 
+    def _fast_fixed(self, k: int, seeds, fixed: FixedTensors, state: dict) -> FixedTensors:
+        """Layer k's tensors for a no-refit loss: W built into a reused buffer, the output written into
+        another; for a candidate that differs from the incumbent only in its bias seed, the incumbent's
+        product x @ W.T (kept for the snapshot) instead of a matmul. Classifier stages (input state["h"])."""
+        layer = self.model.layers[k]
+        if layer.splits:
+            return fixed
+        bufs = self._buffers.get(k)
+        if bufs is None:
+            w = torch.empty(layer.out_features, layer.in_features, device=self.device)  # (out, in)
+            y = torch.empty(len(self.batch), layer.out_features, device=self.device)  # (B, out)
+            bufs = self._buffers[k] = (w, y)
+        x = state.get("h")
+        incumbent = layer.get_seeds()
+        bias_only = all(int(a) == b for a, b, n in zip(seeds, incumbent, SEED_NAMES) if n != "bias")
+        if bias_only and isinstance(x, torch.Tensor) and x.dim() == 2:
+            key = (k, "xw")
+            if key not in self._scaled:
+                w_inc = self._built(k, incumbent, self._fixed(k, incumbent)).w  # (out, in), its own memory
+                self._scaled[key] = torch.mm(x, w_inc.T)  # (B, out)
+            return dataclasses.replace(fixed, xw=self._scaled[key], xw_of=x, out=bufs[1])
+        built = self._built(k, seeds, fixed, out=bufs[0])
+        built.out = bufs[1]  # used where layer k's input is (B, in): the MLP's stages
+        return built
+
     def _loss(self, k: int, state: dict, fixed: FixedTensors) -> torch.Tensor:
         fixed_all = {j: self._snapshot_fixed(j) for j in range(k + 1, len(self.model.layers))}
         fixed_all[k] = fixed
@@ -183,11 +209,7 @@ class LayerEvaluator:
         fixed = self._fixed(k, seeds)
         if refit_steps <= 0:  # the layer holds floats0 (evaluate restores them): nothing to reset or read
             with torch.no_grad():
-                buf = self._w_buffer.get(k)
-                if buf is None and not layer.splits:
-                    buf = torch.empty(layer.out_features, layer.in_features, device=self.device)  # (out, in)
-                    self._w_buffer[k] = buf
-                loss = float(self._loss(k, state, self._built(k, seeds, fixed, out=buf)))
+                loss = float(self._loss(k, state, self._fast_fixed(k, seeds, fixed, state)))
             return (loss if math.isfinite(loss) else math.inf), tuple(floats0)
         layer.set_floats(floats0)
         params = list(layer.parameters())

@@ -376,13 +376,17 @@ def _many_counters(requests, per_block: int, device):
     rows = [[r & _MASK32, st & _MASK32, seed & _MASK32, seed >> 32] for seed, r, st, _ in requests]
     words = np.array(rows, dtype=np.int64)  # (R, 4): role, stream, key lo, key hi
     cols = np.repeat(words, counts, axis=0).T  # (4, N)
-    return tuple(torch.from_numpy(np.ascontiguousarray(c)).to(device) for c in (idx, *cols)), counts.tolist()
+    tensors = [torch.from_numpy(idx), *(torch.from_numpy(np.ascontiguousarray(c)) for c in cols)]
+    if device is not None and torch.device(device).type != "cpu":
+        tensors = [t.to(device) for t in tensors]
+    return tuple(tensors), counts.tolist()
 
 
-def _split(flat: torch.Tensor, requests, counts, per_block: int) -> list[torch.Tensor]:
+def _split(flat: torch.Tensor, requests, counts, per_block: int, finish) -> list[torch.Tensor]:
+    """Cut the requests' tensors out of one flat stream; ``finish`` turns a slice into a tensor of its own."""
     out, pos = [], 0
     for (_, _, _, shape), c in zip(requests, counts):
-        out.append(flat[pos : pos + math.prod(shape)].reshape(shape).clone())
+        out.append(finish(flat[pos : pos + math.prod(shape)]).reshape(shape))
         pos += c * per_block
     return out
 
@@ -399,8 +403,8 @@ def int_tensors(requests, int_dtype: str = "int8", *, dtype=torch.float32, devic
     words = _call(_block_words, args[0].numel(), *args)  # (N, 4) int32
     signed = int_dtype == "int8"
     flat = words.view(torch.int8 if signed else torch.uint8).reshape(-1)  # (16 N,) little-endian bytes
-    vals = flat.to(dtype) * (1.0 / 128.0 if signed else 1.0 / 256.0)  # exact: powers of two
-    return _split(vals, requests, counts, 16)
+    scale = 1.0 / 128.0 if signed else 1.0 / 256.0  # exact: powers of two
+    return _split(flat, requests, counts, 16, lambda b: b.to(dtype).mul_(scale))  # each its own memory
 
 
 def bernoulli_masks(requests, p: float, *, dtype=torch.float32, device=None) -> list[torch.Tensor]:
@@ -413,4 +417,4 @@ def bernoulli_masks(requests, p: float, *, dtype=torch.float32, device=None) -> 
         return []
     args, counts = _many_counters(requests, 8, device)
     vals = _call(_block_mask_values, args[0].numel(), *args, round(p * 65536), dtype)  # (N, 8)
-    return _split(vals.reshape(-1), requests, counts, 8)
+    return _split(vals.reshape(-1), requests, counts, 8, torch.clone)

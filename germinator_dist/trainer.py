@@ -54,6 +54,9 @@ class TrainerConfig(BaseModel):
     steps_per_publish: int = Field(default=50, ge=1, le=1_000_000)
     total_steps: int | None = Field(default=None, ge=1)
     budget_s: float | None = Field(default=None, gt=0.0)  # wall clock from the first train() call
+    # hybrid "seed first": the trainer waits this long before its first round, so the search alone picks
+    # seeds (with refit floats) while every float is still near its start; budget_s counts after the wait
+    start_delay_s: float = Field(default=0.0, ge=0.0, le=1e6)
     schedule: Literal["constant", "cosine", "linear_warmup_cosine"] = "constant"
     warmup_steps: int = Field(default=0, ge=0)
     min_lr_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -349,10 +352,10 @@ def run_trainer(
     on_round: Callable[[TrainerProgress], None] | None = None,
     validate_every: int = 1,
 ) -> TrainerProgress:
-    """Loop sync -> train(steps_per_publish) -> publish until the job is terminal, ``stop`` is set or the
-    budget is used up; returns the totals (``stop_reason`` says why it ended). After every round
-    ``on_round`` gets the totals (heartbeat/progress hook). A job found terminal after a round publishes
-    nothing. Raises what the table raises (a TableError only when the job is still live)."""
+    """After ``start_delay_s``, loop sync -> train(steps_per_publish) -> publish until the job is terminal,
+    ``stop`` is set or the budget is used up; returns the totals (``stop_reason`` says why it ended). After
+    every round ``on_round`` gets the totals (heartbeat/progress hook). A job found terminal after a round
+    publishes nothing. Raises what the table raises (a TableError only when the job is still live)."""
     t0 = time.perf_counter()
     n = dict(rounds=0, accepted=0, stale=0, not_better=0, reloaded=0)
     field = {
@@ -380,6 +383,11 @@ def run_trainer(
         state = JobState(table.get_state(job))
         return state.value.lower() if state.terminal else ""
 
+    wait_until = time.monotonic() + trainer.config.start_delay_s
+    while (left := wait_until - time.monotonic()) > 0:  # seed first: the search has the table to itself
+        if reason := terminal() or ("stopped" if _stopped(stop) else ""):
+            return totals(reason)
+        time.sleep(min(0.2, left))
     while True:
         reason = terminal() or ("stopped" if _stopped(stop) else "") or ("budget" if trainer.done else "")
         if reason:

@@ -313,6 +313,34 @@ def test_stop_event_and_wall_clock_budget_end_the_loop(spec, digits):
     assert result.stop_reason == "budget" and 0 < trainer.step_count < 12
 
 
+def test_seed_first_delay_keeps_the_trainer_off_the_table_then_trains(spec, digits):
+    import time
+
+    trainer = make_trainer(spec, digits, start_delay_s=0.6, total_steps=20)
+    table = MemoryTable(spec)
+    searched = (9, 9, 9, 9, 9, 9, 9, 9)
+    first_publish = []
+    table.before_publish = lambda layer: first_publish.append(time.monotonic()) if not first_publish else None
+    threading.Timer(0.2, table.commit_seeds, (0, searched)).start()  # the search commits during the wait
+    t0 = time.monotonic()
+    result = run_trainer(trainer, table, "j")
+    assert first_publish and first_publish[0] - t0 >= 0.6
+    assert result.stop_reason == "budget" and result.accepted == 4  # 2 rounds x 2 layers
+    assert trainer.model.layers[0].get_seeds() == searched == table.rows[0].seeds  # trained from them
+
+
+def test_a_job_cancelled_during_the_delay_returns_at_once_with_nothing_published(spec, digits):
+    import time
+
+    trainer = make_trainer(spec, digits, start_delay_s=30)
+    table = MemoryTable(spec)
+    threading.Timer(0.3, lambda: setattr(table, "state", JobState.CANCELLED)).start()
+    t0 = time.monotonic()
+    result = run_trainer(trainer, table, "j")
+    assert result.stop_reason == "cancelled" and time.monotonic() - t0 < 5
+    assert table.published == [] and trainer.step_count == 0
+
+
 # ---- config -----------------------------------------------------------------------------------------------
 
 
@@ -328,6 +356,7 @@ def test_stop_event_and_wall_clock_budget_end_the_loop(spec, digits):
         ({"total_steps": -5}, "trainer.total_steps"),
         ({"total_steps": 2.5}, "trainer.total_steps"),
         ({"budget_s": float("inf")}, "trainer.budget_s"),
+        ({"start_delay_s": -1}, "trainer.start_delay_s"),
         ({"betas": [0.9, 1.0]}, "trainer.betas.1"),
         ({"grad_clip": 0}, "trainer.grad_clip"),
         ({"batch_size": 0}, "trainer.batch_size"),
