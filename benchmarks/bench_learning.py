@@ -156,10 +156,11 @@ def _search_options(spec: dict, args) -> None:
         spec["search"]["population"] = args.population
 
 
-def row_spec(task: TaskConfig, mode: str, budget: float, job: str) -> JobSpec:
+def row_spec(task: TaskConfig, mode: str, budget: float, job: str, init_seed: int = 0) -> JobSpec:
     """The job spec of one GERMINATOR row: every row gets ``budget`` seconds of wall clock."""
     spec = json.loads(json.dumps(task.spec))
     spec["job"], spec["mode"] = job, mode
+    spec["model"]["init_seed"] = init_seed  # the initial seeds (train-only keeps them throughout)
     spec["search"].update(budget_evals=None, budget_seconds=budget)
     spec["trainer"]["budget_s"] = budget
     workers = {"search": task.search_workers, "hybrid": task.search_workers - 1, "train": 0}[mode]
@@ -209,6 +210,7 @@ def local_redis():
 class Row:
     task: str
     row: str
+    init_seed: int  # the model's init_seed (GERMINATOR rows) or torch's seed (dense)
     metric: float  # test accuracy (digits) or validation bits per byte (LM)
     test_loss: float  # nats
     checkpoint_bytes: int
@@ -255,10 +257,10 @@ class Poller(threading.Thread):
 
 
 def run_germinator_row(
-    table: SeedTable, url: str, task: TaskConfig, mode: str, budget: float, out: Path
+    table: SeedTable, url: str, task: TaskConfig, mode: str, budget: float, out: Path, init_seed: int = 0
 ) -> Row:
     job = f"bench-{task.name}-{mode}-{os.getpid()}-{int(time.time())}"
-    spec, dataset = create_job(table, row_spec(task, mode, budget, job))
+    spec, dataset = create_job(table, row_spec(task, mode, budget, job, init_seed))
     initial = table.snapshot(job)
     t0 = time.monotonic()
     poller = Poller(url, job, t0)
@@ -271,7 +273,9 @@ def run_germinator_row(
     wall = time.monotonic() - t0
     snap = table.snapshot(job)
     poller.curve.append((wall, best_loss(snap)))
-    path = out / f"{task.name}-{mode}.json"
+    path = out / (
+        f"{task.name}-{mode}.json" if init_seed == 0 else f"{task.name}-{mode}-seed{init_seed}.json"
+    )
     nbytes = save_checkpoint(model_from_snapshot(spec, snap), path)
     model = load_checkpoint(path)  # the reported numbers are those of the exported file
     metrics = accuracy(model, dataset, spec.model.context)
@@ -282,7 +286,8 @@ def run_germinator_row(
     late_commits = sum(e.kind == "seeds" for e in events[first_floats:])
     table.delete_job(job)
     print(
-        f"  {task.name}/{mode}: job {state.value}, {wall:.1f}s, metric {_metric(task, metrics):.4f}, "
+        f"  {task.name}/{mode} (init seed {init_seed}): job {state.value}, {wall:.1f}s, "
+        f"metric {_metric(task, metrics):.4f}, "
         f"{progress.evaluations} evaluations, {progress.accepted} seed commits, {progress.stale} stale, "
         f"{sum(e.kind == 'floats' for e in events)} float publishes, trainer {poller.trainer_steps} steps",
         flush=True,
@@ -290,6 +295,7 @@ def run_germinator_row(
     return Row(
         task=task.name,
         row=mode,
+        init_seed=init_seed,
         metric=_metric(task, metrics),
         test_loss=metrics["loss"],
         checkpoint_bytes=nbytes,
@@ -348,17 +354,19 @@ def _loss_on(model: nn.Module, batch: Batch, chunk: int = 4096) -> float:
 
 
 @ray.remote(num_cpus=1, max_retries=0)
-def _train_dense(spec_json: str, lr: float, batch_size: int, budget: float, submitted: float) -> dict:
+def _train_dense(
+    spec_json: str, lr: float, batch_size: int, budget: float, submitted: float, seed: int = 0
+) -> dict:
     """Adam on the dense model for ``budget`` seconds, in a Ray worker (one thread, the niceness Ray gives
     its workers: the same footing as the trainer actor on a shared machine). Curve times count from
     ``submitted`` (the row's start), like the GERMINATOR rows'."""
     torch.set_num_threads(1)
     spec, dataset = resolve_job(JobSpec.model_validate_json(spec_json))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = dense_model(spec)
     fit = fitness_batch(spec, dataset)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     t0 = time.monotonic()
     offset = time.time() - submitted  # start-up: process, imports, data
     curve = [(offset, _loss_on(model, fit))]
@@ -382,17 +390,24 @@ def _train_dense(spec_json: str, lr: float, batch_size: int, budget: float, subm
     }
 
 
-def run_dense_row(task: TaskConfig, budget: float) -> Row:
+def run_dense_row(task: TaskConfig, budget: float, init_seed: int = 0) -> Row:
     spec = row_spec(task, "train", budget, f"bench-{task.name}-dense")
     t0 = time.monotonic()
-    ref = _train_dense.remote(spec.model_dump_json(), task.dense_lr, task.dense_batch, budget, time.time())
+    ref = _train_dense.remote(
+        spec.model_dump_json(), task.dense_lr, task.dense_batch, budget, time.time(), init_seed
+    )
     res = ray.get(ref)
     wall = time.monotonic() - t0
     metric, n = _metric(task, res["metrics"]), res["params"]
-    print(f"  {task.name}/dense: {wall:.1f}s, {res['steps']} Adam steps, metric {metric:.4f}", flush=True)
+    print(
+        f"  {task.name}/dense (seed {init_seed}): {wall:.1f}s, {res['steps']} Adam steps, "
+        f"metric {metric:.4f}",
+        flush=True,
+    )
     return Row(
         task=task.name,
         row="dense",
+        init_seed=init_seed,
         metric=metric,
         test_loss=res["metrics"]["loss"],
         checkpoint_bytes=4 * n,  # float32 parameters
@@ -414,9 +429,9 @@ def table_markdown(rows: list[Row], task: TaskConfig) -> str:
     head = "test accuracy" if acc else "val. bits/byte"
     unit = "" if acc else " (bits/byte)"
     lines = [
-        f"| row | {head} | checkpoint bytes | trained floats | seed bits | cores | wall s "
+        f"| row | init seed | {head} | checkpoint bytes | trained floats | seed bits | cores | wall s "
         f"| fitness loss{unit} | evaluations | seed commits (after training began) | stale | trainer steps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         metric = f"{100 * r.metric:.1f}%" if acc else f"{r.metric:.3f}"
@@ -426,10 +441,30 @@ def table_markdown(rows: list[Row], task: TaskConfig) -> str:
         if r.row == "hybrid":
             commits += f" ({r.commits_after_training})"
         lines.append(
-            f"| {r.row} | {metric} | {r.checkpoint_bytes:,} | {r.trained_floats:,} | {r.seed_bits:,} "
+            f"| {r.row} | {r.init_seed} | {metric} | {r.checkpoint_bytes:,} | {r.trained_floats:,} "
+            f"| {r.seed_bits:,} "
             f"| {r.cores} | {r.wall_s:.0f} | {fit:.2e} | {r.evaluations if searched else '-'} | {commits} "
             f"| {r.stale if searched else '-'} | {r.trainer_steps or '-'} |"
         )
+    seeds = sorted({r.init_seed for r in rows})
+    if len(seeds) > 1:  # one line per row: mean and range over the init seeds, then hybrid - train per seed
+        lines.append(f"\nOver init seeds {seeds}:\n")
+        fmt = (lambda v: f"{100 * v:.2f}%") if acc else (lambda v: f"{v:.3f}")
+        for name in dict.fromkeys(r.row for r in rows):
+            vals = [r.metric for r in rows if r.row == name]
+            lines.append(
+                f"- {name}: mean {fmt(sum(vals) / len(vals))}, range {fmt(min(vals))} - {fmt(max(vals))}"
+            )
+        by = {(r.row, r.init_seed): r.metric for r in rows}
+        diffs = [
+            by[("hybrid", s)] - by[("train", s)] for s in seeds if ("hybrid", s) in by and ("train", s) in by
+        ]
+        if diffs:
+            scale, unit = (100, " points") if acc else (1, " bits/byte")
+            per = ", ".join(f"{scale * d:+.2f}" for d in diffs)
+            lines.append(
+                f"- hybrid - train, per init seed: {per}{unit} (mean {scale * sum(diffs) / len(diffs):+.2f})"
+            )
     loads = [r.load for r in rows]
     lines.append(
         f"\nBudget {rows[0].budget_s:.0f} s per row; 1-minute load average at the end of the rows: "
@@ -448,7 +483,8 @@ def plot(rows: list[Row], tasks: list[TaskConfig], path: Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.5), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         lm = task.metric != "accuracy"
-        for r in (r for r in rows if r.task == task.name):
+        first = min(r.init_seed for r in rows)
+        for r in (r for r in rows if r.task == task.name and r.init_seed == first):
             pts = [(t, v / LN2 if lm else v) for t, v in r.curve if math.isfinite(v)]
             if pts:
                 ax.step(*zip(*pts), where="post", color=colors[r.row], label=r.row)
@@ -475,6 +511,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", default="digits,lm", help="comma list of digits, lm")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
     p.add_argument("--cpus", type=int, default=2, help="Ray CPUs (search workers; hybrid: 1 fewer)")
+    p.add_argument(
+        "--init-seeds", default="0", help="comma list: every row runs once per model init_seed (mean, range)"
+    )
     p.add_argument("--digits-rank", type=int, default=128)
     p.add_argument("--lm-rank", type=int, default=32)
     p.add_argument("--refit-steps", type=int, default=10, help="search: refit steps per candidate")
@@ -490,6 +529,7 @@ def main(argv: list[str] | None = None) -> None:
     makers = {"digits": digits_task, "lm": lm_task}
     tasks = [makers[t](args) for t in args.tasks.split(",") if t]
     rows_wanted = [r for r in args.rows.split(",") if r]
+    init_seeds = [int(v) for v in args.init_seeds.split(",") if v]
     args.out.mkdir(parents=True, exist_ok=True)
 
     print(
@@ -505,11 +545,12 @@ def main(argv: list[str] | None = None) -> None:
         with local_redis() as url, SeedTable(url) as table:
             ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
             for task in tasks:
-                for mode in rows_wanted:
-                    if mode == "dense":
-                        rows.append(run_dense_row(task, budget))
-                    else:
-                        rows.append(run_germinator_row(table, url, task, mode, budget, args.out))
+                for seed in init_seeds:
+                    for mode in rows_wanted:
+                        if mode == "dense":
+                            rows.append(run_dense_row(task, budget, seed))
+                        else:
+                            rows.append(run_germinator_row(table, url, task, mode, budget, args.out, seed))
     finally:
         ray.shutdown()
         for _ in range(3):  # Ray's last processes may still be writing their logs as they exit

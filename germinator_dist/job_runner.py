@@ -22,6 +22,7 @@ from germinator_dist.jobspec import JobSpec, load_dataset
 from germinator_dist.ray_pool import RayPool
 from germinator_dist.records import JobState
 from germinator_dist.table import SeedTable
+from germinator_dist.trainer import load_trainer_config
 
 log = logging.getLogger("germinator.job")
 
@@ -57,7 +58,11 @@ def run_job(
             stats = SearchDriver(table, job, spec, pool, progress_interval=progress_interval).run()
             log.info("search finished: %s", stats)
         if trainer is not None:
-            trainer.wait_or_stop(search_done=spec.mode == "hybrid")
+            # a trainer with its own budget (budget_s / total_steps) runs it out, in hybrid mode too, so the
+            # hybrid's floats get the training a train-only job gets; one without is stopped with the search
+            cfg = load_trainer_config(spec.trainer)
+            own_budget = cfg.budget_s is not None or cfg.total_steps is not None
+            trainer.wait_or_stop(search_done=spec.mode == "hybrid" and not own_budget)
     except BaseException:
         if table.get_state(job) == JobState.RUNNING:
             table.set_state(job, JobState.FAILED)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections import Counter
 
 import numpy as np
 import ray
@@ -94,6 +95,8 @@ class RayPool:
         self._starting: dict[str, ray.ObjectRef] = {}  # worker -> pending ping
         self._retiring: set[str] = set()
         self._refs: dict[ray.ObjectRef, tuple[str, Task]] = {}
+        self._per_worker: Counter[str] = Counter()  # worker -> calls in flight (O(1) in_flight)
+        self._snap_json: tuple[object, str] | None = None  # the last snapshot sent and its JSON
         self._lost = 0
         self._start_timeout = start_timeout_s
         self._started_at: dict[str, float] = {}
@@ -175,17 +178,20 @@ class RayPool:
 
     # ---- tasks ----------------------------------------------------------------------------------
     def in_flight(self, worker: str) -> int:
-        return sum(1 for w, _ in self._refs.values() if w == worker)
+        return self._per_worker[worker]
 
     def submit(self, worker: str, task: Task) -> None:
+        if self._snap_json is None or self._snap_json[0] is not task.snapshot:  # one dump per snapshot
+            self._snap_json = (task.snapshot, task.snapshot.model_dump_json())
         ref = self._actors[worker].evaluate.remote(
             task.layer,
             [list(c.seeds) for c in task.candidates],
-            task.snapshot.model_dump_json(),
+            self._snap_json[1],
             task.refit_steps,
             task.refit_lr,
         )
         self._refs[ref] = (worker, task)
+        self._per_worker[worker] += 1
 
     def poll(self, timeout: float) -> list[Completion]:
         if not self._refs:
@@ -198,6 +204,7 @@ class RayPool:
         out = []
         for ref in ready:
             worker, task = self._refs.pop(ref)
+            self._per_worker[worker] -= 1
             try:
                 out.append(
                     Completion(
@@ -218,3 +225,4 @@ class RayPool:
         for wid in list(self._actors):
             self._kill(wid)
         self._refs.clear()
+        self._per_worker.clear()
