@@ -27,6 +27,14 @@ from germinator_dist.trainer import load_trainer_config
 log = logging.getLogger("germinator.job")
 
 
+def stop_trainer_with_search(spec: JobSpec) -> bool:
+    """Whether the trainer is stopped when the search ends: in hybrid mode, unless it has a budget of its
+    own (``budget_s``/``total_steps``), which it then runs out, so the hybrid's floats get the training a
+    train-only job gets. (Train mode always runs the trainer's budget out.)"""
+    cfg = load_trainer_config(spec.trainer)
+    return spec.mode == "hybrid" and cfg.budget_s is None and cfg.total_steps is None
+
+
 def run_job(
     table: SeedTable, job: str, *, redis_url: str | None = None, progress_interval: float = 0.5
 ) -> JobState:
@@ -58,11 +66,7 @@ def run_job(
             stats = SearchDriver(table, job, spec, pool, progress_interval=progress_interval).run()
             log.info("search finished: %s", stats)
         if trainer is not None:
-            # a trainer with its own budget (budget_s / total_steps) runs it out, in hybrid mode too, so the
-            # hybrid's floats get the training a train-only job gets; one without is stopped with the search
-            cfg = load_trainer_config(spec.trainer)
-            own_budget = cfg.budget_s is not None or cfg.total_steps is not None
-            trainer.wait_or_stop(search_done=spec.mode == "hybrid" and not own_budget)
+            trainer.wait_or_stop(search_done=stop_trainer_with_search(spec))
     except BaseException:
         if table.get_state(job) == JobState.RUNNING:
             table.set_state(job, JobState.FAILED)

@@ -50,3 +50,12 @@ def test_hybrid_search_and_trainer_share_the_table(ray_cluster, table, job_id):
     assert max(e.loss for e in snap.layers) < min(e.loss for e in initial.layers)
     progress = table.progress(job_id)
     assert progress.accepted == sum(1 for e in events if e.kind == "seeds")
+
+
+def test_a_hybrid_trainer_with_a_budget_of_its_own_runs_it_out():
+    from germinator_dist.job_runner import stop_trainer_with_search
+
+    assert stop_trainer_with_search(parse_job_spec({"mode": "hybrid"}))  # no budget: ends with the search
+    assert not stop_trainer_with_search(parse_job_spec({"mode": "hybrid", "trainer": {"budget_s": 5}}))
+    assert not stop_trainer_with_search(parse_job_spec({"mode": "hybrid", "trainer": {"total_steps": 5}}))
+    assert not stop_trainer_with_search(parse_job_spec({"mode": "train", "trainer": {"budget_s": 5}}))
