@@ -46,9 +46,6 @@ import math
 import os
 import platform
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -66,6 +63,7 @@ os.environ.setdefault("GERMINATOR_PRNG_COMPILE", "0")
 
 import ray  # noqa: E402
 import torch  # noqa: E402
+from local_redis import local_redis, redis_url  # noqa: E402
 from torch import nn  # noqa: E402
 
 from germinator_dist.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -166,43 +164,6 @@ def row_spec(task: TaskConfig, mode: str, budget: float, job: str, init_seed: in
     workers = {"search": task.search_workers, "hybrid": task.search_workers - 1, "train": 0}[mode]
     spec["workers"] = {"count": workers, "cpus": 1.0}
     return parse_job_spec(spec)
-
-
-# ---- local services -------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def local_redis():
-    """A throwaway redis-server on a free loopback port (no persistence); yields its URL."""
-    binary = os.environ.get("GERMINATOR_REDIS_SERVER") or shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not on PATH (install it or set GERMINATOR_REDIS_SERVER)")
-    with tempfile.TemporaryDirectory(prefix="germ-learn-redis-") as d:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes"]
-        args += ["--dir", d, "--save", "", "--appendonly", "no", "--logfile", ""]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
-                        c.sendall(b"PING\r\n")
-                        if c.recv(16).startswith(b"+PONG"):
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    sys.exit(f"redis-server did not start on port {port}")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 # ---- measurements ---------------------------------------------------------------------------------------
@@ -542,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     ray_tmp = tempfile.mkdtemp(prefix="germ-learn-ray-")
     os.environ["RAY_TMPDIR"] = ray_tmp
     try:
-        with local_redis() as url, SeedTable(url) as table:
+        with local_redis() as port, SeedTable(url := redis_url(port)) as table:
             ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
             for task in tasks:
                 for seed in init_seeds:

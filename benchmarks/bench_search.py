@@ -55,18 +55,15 @@ import functools  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import random  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections import Counter, deque  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from local_redis import local_redis, redis_url  # noqa: E402
 from rich import box  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -84,36 +81,6 @@ from germinator_dist.table import SeedTable  # noqa: E402
 
 LAYER = 1  # the 256x256 layer of 64-256-256-10
 CORES = os.cpu_count() or 1
-
-
-# ---- services -------------------------------------------------------------------------------------------
-@contextmanager
-def local_redis(aof: str):
-    """A throwaway redis-server on a free loopback port; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not on PATH")
-    with tempfile.TemporaryDirectory(prefix="bench-redis-") as d:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--dir", d]
-        args += ["--save", "", "--logfile", ""]
-        args += ["--appendonly", "no"] if aof == "no" else ["--appendonly", "yes", "--appendfsync", aof]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            with SeedTable(url) as table:
-                for _ in range(500):
-                    try:
-                        table.ping()
-                        break
-                    except Exception:  # noqa: BLE001 - not up yet
-                        time.sleep(0.01)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 @functools.cache
@@ -451,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios: dict[str, list[float]] = {}  # per round, against the ideal measured next to the row
     busy: list[tuple[float, float]] = []  # 1-worker rows: worker's share on a CPU, waiting for a CPU
     notes: list[str] = []
-    with local_redis(args.aof) as url, SeedTable(url) as table:
+    with local_redis(args.aof) as port, SeedTable(redis_url(port)) as table:
         spec, dataset = create_job(table, make_spec("bench-search", 2, secs, cpc))
         batch = fitness_batch(spec, dataset)
         job = spec.job

@@ -25,15 +25,12 @@ import argparse
 import multiprocessing
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import redis
+from local_redis import local_redis
 from rich.console import Console
 from rich.table import Table
 
@@ -58,33 +55,6 @@ class Figure:
             min(self.client_us, other.client_us),
             min(self.server_us, other.server_us),
         )
-
-
-@contextmanager
-def local_redis(aof: str):
-    """A throwaway redis-server on a free loopback port; yields its port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not on PATH")
-    with tempfile.TemporaryDirectory(prefix="bench-redis-") as d, socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "", "--logfile", ""]
-        args += ["--appendonly", "no"] if aof == "no" else ["--appendonly", "yes", "--appendfsync", aof]
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            client = redis.Redis(port=port)
-            for _ in range(500):
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.01)
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def redis_benchmark(port: int, n: int, sha: str) -> list[tuple[str, str, float]]:
