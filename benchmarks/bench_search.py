@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_search.py            # full run (about 3-4 minutes on 2 cores)
     .venv/bin/python benchmarks/bench_search.py --quick    # smoke run (about a minute)
     options: --rounds N, --seconds S (per measurement), --tune-trials N, --candidates-per-call N (8),
-             --big-call N (32), --capacity-workers N (256), --aof always|everysec|no, --markdown
+             --fixed-call N (8), --capacity-workers N (256), --aof always|everysec|no, --markdown
 
 Every row is measured in this one run on the same objective: a GerminatorMLP 64-256-256-10 (rank 16, 16-bit
 seeds) on scikit-learn's digits, the loss on the job's fitness batch (``jobs.fitness_batch``: 1024 rows),
@@ -16,8 +16,11 @@ own redis-server (the seed table) and a private local Ray on 127.0.0.1, and prin
 * **LayerEvaluator in-process**: the worker's code without Ray or the driver (where a worker loses time).
 * **this driver**: ``SearchDriver`` with the evolutionary proposer, ``RayPool`` of ``SeedWorker`` actors,
   the real Redis table (commits, progress, heartbeats), with 1 and 2 workers; scaling efficiency is the
-  2-worker rate over twice the 1-worker rate. All rows use the spec's default of 8 candidates per call;
-  one more 1-worker row uses 32 (``--big-call``), which spreads Ray's per-call cost thinner.
+  2-worker rate over twice the 1-worker rate. These rows use the spec's default call size, ``auto``: the
+  driver sizes each worker's calls from its measured seconds per candidate to take about
+  ``search.call_seconds`` (0.05 s), so Ray's per-call cost is spread thin. One more 1-worker row keeps
+  every call at 8 candidates (``--fixed-call``; the default before ``auto``), and the in-process rows
+  evaluate 8 candidates per call too.
 * **ActorPool.map**: one candidate per Ray call through ``ray.util.ActorPool.map`` over the same actors,
   EvoTorch-style: a generation of ``search.population`` (16) children of the same evolutionary proposer
   is mapped, told back, and the next one asked (no commits, no table: lighter than our driver's work).
@@ -88,7 +91,7 @@ def digits_dims() -> tuple[tuple[str, int], ...]:
     return tuple(load_digits_dataset().dims().items())
 
 
-def make_spec(job: str, workers: int, seconds: float, cands: int) -> JobSpec:
+def make_spec(job: str, workers: int, seconds: float, cands: int | str) -> JobSpec:
     model = ModelSpec(hidden=(256, 256), rank=16).resolved(**dict(digits_dims()))
     search = SearchSpec(
         proposer="evolutionary",
@@ -209,9 +212,15 @@ class FirstN:
         pass
 
 
+CALL_SIZES: list[int] = []  # auto-sized driver rows: each worker's call size when its run ended
+
+
 def run_driver(table, job: str, spec: JobSpec, pool) -> tuple[float, object]:
     table.set_state(job, JobState.RUNNING)
-    stats = SearchDriver(table, job, spec, pool, driver_id="bench").run()
+    driver = SearchDriver(table, job, spec, pool, driver_id="bench")
+    stats = driver.run()
+    if spec.search.candidates_per_call == "auto":
+        CALL_SIZES.extend(driver.call_size(w) for w in pool.status().live)
     return stats.evaluations / stats.seconds, stats
 
 
@@ -391,8 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=None, help="seconds per measurement; default 5, quick 2")
     p.add_argument("--tune-trials", type=int, default=None,
                    help="Ray Tune trials with actor reuse; default 20, quick 12 (2/5 as many without)")
-    p.add_argument("--candidates-per-call", type=int, default=8, help="driver batch size (spec default 8)")
-    p.add_argument("--big-call", type=int, default=32, help="batch size of the extra 1-worker row")
+    p.add_argument("--candidates-per-call", type=lambda v: v if v == "auto" else int(v), default="auto",
+                   help="driver call size of the main rows: auto (the spec default) or a number")
+    p.add_argument("--fixed-call", type=int, default=8, help="call size of the extra fixed-size 1-worker row")
     p.add_argument("--capacity-workers", type=int, default=256, help="fake workers for driver capacity")
     p.add_argument("--aof", default="always", choices=["always", "everysec", "no"], help="Redis appendfsync")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -417,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}  # per round, against the ideal measured next to the row
     busy: list[tuple[float, float]] = []  # 1-worker rows: worker's share on a CPU, waiting for a CPU
+    commits: Counter = Counter()  # driver rows: accepted commits, stale batches, evaluations
     notes: list[str] = []
     with local_redis(args.aof) as port, SeedTable(redis_url(port)) as table:
         spec, dataset = create_job(table, make_spec("bench-search", 2, secs, cpc))
@@ -424,9 +435,10 @@ def main(argv: list[str] | None = None) -> int:
         job = spec.job
         say(f"[dim]objective: {spec.model.input_dim}-256-256-{spec.model.num_classes} GerminatorMLP, rank "
             f"{spec.model.rank}, {spec.model.seed_bits}-bit seeds, digits fitness batch {len(batch)} rows, "
-            f"layer {LAYER} searched, refit_steps 0, {cpc} candidates per call[/dim]")
+            f"layer {LAYER} searched, refit_steps 0, candidates per call: {cpc} (driver rows), "
+            f"{args.fixed_call} (in-process and fixed rows)[/dim]")
         snap = table.snapshot(job)
-        inproc = InProcess(spec, batch, snap, cpc)
+        inproc = InProcess(spec, batch, snap, args.fixed_call)
 
         ray.init(address="local", num_cpus=CORES, include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1", logging_level=logging.ERROR)
@@ -453,12 +465,14 @@ def main(argv: list[str] | None = None) -> int:
             # round's ratio is taken against their mean: the machine's load drifts between rows
             before = timed(inproc.ideal_batch, secs / 2)
             rates.setdefault("inproc", []).append(timed(inproc.evaluator_batch, secs))
-            rate, _ = run_driver(table, job, make_spec(job, 1, secs, args.big_call), FirstN(pool, 1))
-            rates.setdefault("driver1big", []).append(rate)
+            rate, _ = run_driver(table, job, make_spec(job, 1, secs, args.fixed_call), FirstN(pool, 1))
+            rates.setdefault("driver1fixed", []).append(rate)
             for n in (1, 2):
                 t0, s0 = time.monotonic(), schedstat(worker_pid)
                 rate, stats = run_driver(table, job, make_spec(job, n, secs, cpc), FirstN(pool, n))
                 rates.setdefault(f"driver{n}", []).append(rate)
+                commits.update({f"{n}w accepted": stats.accepted, f"{n}w stale": stats.stale,
+                                f"{n}w evaluations": stats.evaluations})
                 s1 = schedstat(worker_pid)
                 if n == 1 and s0 and s1:  # where the worker's wall time went: computing, or not
                     wall = time.monotonic() - t0
@@ -468,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                 if n == 1:
                     after = timed(inproc.ideal_batch, secs / 2)
             rates.setdefault("ideal", []).extend([before, after])
-            for key in ("inproc", "driver1big", "driver1"):
+            for key in ("inproc", "driver1fixed", "driver1"):
                 ratios.setdefault(key, []).append(rates[key][-1] / ((before + after) / 2))
             snap = table.snapshot(job)
             for n in (1, 2):
@@ -476,6 +490,16 @@ def main(argv: list[str] | None = None) -> int:
             say(f"[dim]round {r + 1}/{rounds} done ({time.monotonic() - t_start:.0f} s, load "
                 f"{os.getloadavg()[0]:.1f})[/dim]")
         pool.shutdown()
+        if CALL_SIZES:
+            notes.append(f"auto call size: the workers' call sizes at the end of the driver runs ranged "
+                         f"{min(CALL_SIZES)}-{max(CALL_SIZES)} candidates (median "
+                         f"{statistics.median(CALL_SIZES):.0f}; call_seconds {spec.search.call_seconds})")
+        for n in (1, 2):
+            notes.append(
+                f"driver {n}w rows ({cpc} per call): {commits[f'{n}w accepted']} commits accepted (each a"
+                f" new snapshot for every worker) and {commits[f'{n}w stale']} stale batches dropped, in "
+                f"{commits[f'{n}w evaluations']} evaluations over {rounds} rounds"
+            )
         snap = table.snapshot(job)
         for key, reuse, n in (("tune", True, trials), ("tune_fresh", False, fresh_trials)):
             steady, overall = ray_tune(spec, batch, snap, n, reuse)
@@ -487,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
 
         # driver capacity: real SearchDriver + real Redis table, zero-cost pool, its own job
-        cap_spec, _ = create_job(table, make_spec("bench-capacity", args.capacity_workers, secs, cpc))
+        cap_spec = make_spec("bench-capacity", args.capacity_workers, secs, args.fixed_call)
+        cap_spec, _ = create_job(table, cap_spec)
         accepted = stale = 0
         for _ in range(rounds):
             rate, stats = run_driver(table, cap_spec.job, cap_spec, InstantPool(args.capacity_workers))
@@ -495,9 +520,9 @@ def main(argv: list[str] | None = None) -> int:
             accepted += stats.accepted
             stale += stats.stale
         notes.append(
-            f"driver capacity: {args.capacity_workers} fake workers x 2 in flight x {cpc} candidates; 1 "
-            f"candidate in 1000 beats the incumbent: {accepted} commits accepted, {stale} stale batches "
-            f"dropped over {rounds} runs"
+            f"driver capacity: {args.capacity_workers} fake workers x 2 in flight x {args.fixed_call} "
+            f"candidates; 1 candidate in 1000 beats the incumbent: {accepted} commits accepted, "
+            f"{stale} stale batches dropped over {rounds} runs"
         )
     took = time.monotonic() - t_start
 
@@ -518,12 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     ratio = {k: statistics.median(v) for k, v in ratios.items()}
     row("LayerEvaluator in-process, no Ray", "inproc", "1 thread", f"{ratio['inproc']:.0%} of ideal")
     w1 = ratio["driver1"]
-    row("this driver (SearchDriver, RayPool, Redis)", "driver1", 1, f"{w1:.0%} of ideal", ">= 80%", w1 >= 0.8)
-    w1big = ratio["driver1big"]
-    row(f"this driver, {args.big_call} candidates per call", "driver1big", 1, f"{w1big:.0%} of ideal",
-        ">= 80%", w1big >= 0.8)
+    name = f"this driver (SearchDriver, RayPool, Redis), calls {cpc}"
+    row(name, "driver1", 1, f"{w1:.0%} of ideal", ">= 80%", w1 >= 0.8)
+    row(f"this driver, every call {args.fixed_call} candidates", "driver1fixed", 1,
+        f"{ratio['driver1fixed']:.0%} of ideal")
     eff = med["driver2"] / (2 * med["driver1"])
-    row("this driver (SearchDriver, RayPool, Redis)", "driver2", 2, f"scaling efficiency {eff:.0%}")
+    row(name, "driver2", 2, f"scaling efficiency {eff:.0%}")
     for n in (1, 2):
         x = med[f"driver{n}"] / med[f"map{n}"]
         row("ActorPool.map, 1 candidate per call", f"map{n}", n, f"ours ({n}w) {x:.2f}x faster", ">= 2x",

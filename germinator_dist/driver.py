@@ -34,6 +34,7 @@ log = logging.getLogger("germinator.driver")
 MAX_ATTEMPTS = 3  # a batch lost this many times is dropped (its candidates are discarded)
 WORKER_TTL = 10.0  # seconds a worker's heartbeat in the table lives
 WORKER_HEARTBEAT_S = WORKER_TTL / 4  # each live worker's heartbeat is refreshed about this often
+AUTO_FIRST_CALL = 8  # candidates_per_call "auto": the size of a worker's calls until one has come back
 
 
 @dataclass
@@ -68,6 +69,7 @@ class SearchDriver:
         self._lost_ids: set[str] = set()
         self._unreported = DriverStats()
         self._heartbeat_at: dict[str, float] = {}  # worker -> when its heartbeat was last written
+        self._call_size: dict[str, int] = {}  # worker -> candidates in its next call ("auto" sizing)
         self._last_report = time.monotonic()
         self._writer: cf.ThreadPoolExecutor | None = None  # progress/heartbeat writes, during run()
         self._pending_report: cf.Future | None = None
@@ -117,33 +119,51 @@ class SearchDriver:
         self._calls_on_layer += 1
         return self._layer
 
-    def _new_task(self, snap: Snapshot) -> Task | None:
+    def call_size(self, worker: str) -> int:
+        """Candidates in ``worker``'s next call: the spec's number, or with "auto" the worker's own size."""
+        n = self.spec.search.candidates_per_call
+        return self._call_size.get(worker, AUTO_FIRST_CALL) if n == "auto" else n
+
+    def _resize_calls(self, worker: str, n: int, seconds: float) -> None:
+        """After ``worker`` took ``seconds`` for a call of ``n`` candidates: size its next calls to take about
+        ``call_seconds``, at most halving or doubling per result (one slow call, e.g. a first compile, does
+        not shrink it to nothing), within [1, max_candidates_per_call]."""
+        s = self.spec.search
+        if s.candidates_per_call != "auto" or n < 1:
+            return
+        size = self._call_size.get(worker, AUTO_FIRST_CALL)
+        want = n * s.call_seconds / max(seconds, 1e-6)
+        size = min(max(want, size / 2), size * 2)
+        self._call_size[worker] = int(max(1, min(s.max_candidates_per_call, round(size))))
+
+    def _new_task(self, snap: Snapshot, size: int) -> Task | None:
         for _ in range(len(self.layers)):
             k = self._next_layer()
-            cands = self.proposers[k].ask(self.spec.search.candidates_per_call)
+            cands = self.proposers[k].ask(size)
             if cands:
                 s = self.spec.search
                 return Task(next(self._task_ids), k, tuple(cands), snap, s.refit_steps, s.refit_lr)
         return None  # every proposer is exhausted
 
-    def _new_tasks(self, snap: Snapshot, count: int) -> list[Task]:
-        """Up to ``count`` tasks in schedule order, asking each layer's proposer once for all of its tasks
-        (one ask of many candidates costs far less than many asks of a few). Empty when every proposer
-        is exhausted."""
+    def _new_tasks(self, snap: Snapshot, sizes: list[int]) -> list[Task | None]:
+        """A task per requested size, in schedule order (None where proposers ran dry), asking each layer's
+        proposer once for all of its tasks (one ask of many candidates costs far less than many asks of a
+        few). All None when every proposer is exhausted."""
         s = self.spec.search
-        per_layer: dict[int, int] = {}  # layer -> tasks wanted, in schedule order
-        for _ in range(count):
-            k = self._next_layer()
-            per_layer[k] = per_layer.get(k, 0) + 1
-        tasks = []
-        for k, m in per_layer.items():
-            cands = self.proposers[k].ask(m * s.candidates_per_call)
-            for i in range(0, len(cands), s.candidates_per_call):
-                batch = tuple(cands[i : i + s.candidates_per_call])
-                tasks.append(Task(next(self._task_ids), k, batch, snap, s.refit_steps, s.refit_lr))
-        if not tasks and count:  # the scheduled layers are exhausted: try every layer
-            task = self._new_task(snap)
-            tasks = [task] if task is not None else []
+        per_layer: dict[int, list[int]] = {}  # layer -> the slots (indices into sizes) it serves
+        for i in range(len(sizes)):
+            per_layer.setdefault(self._next_layer(), []).append(i)
+        tasks: list[Task | None] = [None] * len(sizes)
+        for k, slots in per_layer.items():
+            cands = self.proposers[k].ask(sum(sizes[i] for i in slots))
+            pos = 0
+            for i in slots:
+                batch = tuple(cands[pos : pos + sizes[i]])
+                pos += sizes[i]
+                if batch:
+                    tasks[i] = Task(next(self._task_ids), k, batch, snap, s.refit_steps, s.refit_lr)
+        if sizes and not any(tasks):  # the scheduled layers are exhausted: try every layer
+            tasks[0] = self._new_task(snap, sizes[0])
         return tasks
 
     def _dispatch(self, live: list[str], snap: Snapshot, searching: bool) -> bool:
@@ -156,10 +176,11 @@ class SearchDriver:
             self.pool.submit(free.pop(0), self._redispatch.popleft())
         if not searching or not free:
             return True
-        tasks = self._new_tasks(snap, len(free))
+        tasks = self._new_tasks(snap, [self.call_size(w) for w in free])
         for w, task in zip(free, tasks):
-            self.pool.submit(w, task)
-        return bool(tasks)
+            if task is not None:
+                self.pool.submit(w, task)
+        return any(tasks)
 
     # ---- results ------------------------------------------------------------------------------------
     def _handle(self, done: Completion, snap: Snapshot) -> Snapshot:
@@ -180,6 +201,7 @@ class SearchDriver:
         res = done.result
         n = len(res.losses)
         self._count(evaluations=n)
+        self._resize_calls(done.worker, n, res.seconds)
         prop = self.proposers[task.layer]
         versions = tuple(res.versions)
         # Versions only grow: a result older than the snapshot in hand is stale without asking the table;

@@ -24,9 +24,10 @@ from collections import OrderedDict
 import torch
 
 from germinator_dist.layers import FixedTensors
-from germinator_dist.model import Batch, GerminatorModel, build_model
+from germinator_dist.model import Batch, GerminatorMLP, GerminatorModel, build_model
 from germinator_dist.records import SEED_NAMES, EvalResult
 from germinator_dist.spec import ModelSpec
+from germinator_dist.stage_scorer import StageScorer
 
 
 class LayerEvaluator:
@@ -49,8 +50,9 @@ class LayerEvaluator:
         self._incumbent: dict[tuple, tuple] = {}  # (layer, refit_steps, refit_lr) -> (loss, floats)
         self._fixed_after: dict[int, FixedTensors] = {}  # layer -> its tensors in the loaded snapshot
         self._scaled: dict[tuple, torch.Tensor] = {}  # incumbent parts scaled by the loaded floats (_built)
-        # layer -> buffers a candidate's W and output are written into (each lives for one loss)
-        self._buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._scorers: dict[int, StageScorer | None] = {}  # layer -> its no-refit scorer for the snapshot
+        self._parts: dict[int, tuple] = {}  # layer -> (its floats, its scorer's incumbent parts by seeds)
+        self._loaded: list[tuple] = []  # per layer: (seeds, floats) as loaded
         self._tensors: OrderedDict = OrderedDict()  # (layer, name, seed) -> tensor, LRU (also "f1", ...)
         self._tensor_bytes = 0
         self._tensor_budget = int(tensor_cache_mb * 2**20)
@@ -60,18 +62,32 @@ class LayerEvaluator:
 
     # ---- snapshot --------------------------------------------------------------------------------
     def load_snapshot(self, seeds, floats, versions) -> None:
-        """Load every layer's seeds and floats; a no-op when the versions equal the loaded ones."""
+        """Load every layer's seeds and floats; a no-op when the versions equal the loaded ones.
+
+        Caches survive for what the changed layers do not touch: the activations entering layers up to the
+        first changed one, the finished weights of unchanged layers, and a searched layer's parts while its
+        floats stay (a commit from a no-refit search changes one layer's seeds: every worker gets that
+        snapshot, so rebuilding everything after every commit would cost each of them a full forward).
+        """
         versions = tuple(int(v) for v in versions)
         if versions == self._versions:
             return
-        for k, layer in enumerate(self.model.layers):
-            layer.set_seeds(seeds[k])
-            layer.set_floats(floats[k])
+        given = [(tuple(int(v) for v in s), tuple(float(v) for v in f)) for s, f in zip(seeds, floats)]
+        changed = [k for k, g in enumerate(given) if k >= len(self._loaded) or self._loaded[k] != g]
+        for k in changed:
+            self.model.layers[k].set_seeds(given[k][0])
+            self.model.layers[k].set_floats(given[k][1])
+        self._loaded = given
         self._versions = versions
-        self._prefix = {}
+        if not changed:  # new versions, same contents (e.g. the trainer republished): every number holds
+            return
+        first = min(changed)
+        self._prefix = {j: state for j, state in self._prefix.items() if j <= first}  # depends on layers < j
         self._incumbent = {}
-        self._fixed_after = {}
-        self._scaled = {}
+        self._fixed_after = {j: f for j, f in self._fixed_after.items() if j not in changed}
+        self._scaled = {key: v for key, v in self._scaled.items() if key[0] not in changed}
+        self._scorers = {}
+        self._parts = {k: p for k, p in self._parts.items() if p[0] == given[k][1]}  # valid while floats are
 
     def _state_entering(self, k: int) -> dict:
         if k not in self._prefix:
@@ -106,20 +122,33 @@ class LayerEvaluator:
             if key not in self._tensors:
                 self._tensors[key] = t
                 self._tensor_bytes += t.numel() * t.element_size()
+        self._trim()
+        return fixed
+
+    def _trim(self) -> None:
         while self._tensor_bytes > self._tensor_budget and self._tensors:
             _, t = self._tensors.popitem(last=False)
             self._tensor_bytes -= t.numel() * t.element_size()
-        return fixed
 
-    def _prefetch(self, k: int, seed_vectors) -> None:
-        """Generate every seeded tensor of layer k these seed vectors need and the LRU lacks, in one or two
-        generator calls (a compiled call costs ~20 us before it computes: one per tensor would dominate)."""
+    def _tensor(self, k: int, name: str, seed: int) -> torch.Tensor:
+        """Layer k's seeded tensor ``name`` for ``seed``, from the LRU (generated if it is not there)."""
+        t = self._tensors.get((k, name, seed))
+        if t is None:
+            self._prefetch(k, [tuple(seed if n == name else 0 for n in SEED_NAMES)], only=name)
+            t = self._tensors[(k, name, seed)]
+        self._tensors.move_to_end((k, name, seed))
+        return t
+
+    def _prefetch(self, k: int, seed_vectors, only: str | None = None) -> None:
+        """Generate every seeded tensor of layer k these seed vectors need and the LRU lacks (``only``: of
+        that one name), in one or two generator calls (a compiled call costs ~20 us before it computes: one
+        per tensor would dominate)."""
         layer = self.model.layers[k]
         missing = [
             (name, seed)
             for seeds in seed_vectors
             for name, seed in zip(SEED_NAMES, seeds)
-            if (k, name, int(seed)) not in self._tensors
+            if (only is None or name == only) and (k, name, int(seed)) not in self._tensors
         ]
         for (name, seed), t in layer.generate_many(missing, self.device).items():
             self._tensors[(k, name, seed)] = t
@@ -139,13 +168,12 @@ class LayerEvaluator:
         return fixed
 
     # ---- the fast path: floats fixed (no refit), so each layer's finished weight W is built once ------
-    def _built(self, k: int, seeds, fixed: FixedTensors, out: torch.Tensor | None = None) -> FixedTensors:
+    def _built(self, k: int, seeds, fixed: FixedTensors) -> FixedTensors:
         """``fixed`` with its finished weight W for the loaded floats (layers without experts; else as is).
 
         W = alpha c (F1 * W1 + F2 * W2 + sigma_t T) with alpha c folded into the rank scalars and into T:
         two fused passes over (out, in) plus a rank-r product per changed factor pair. The incumbent's
         scaled parts are kept for the snapshot, so a candidate that keeps a1/b1 (or a2/b2, shift) reuses them.
-        W goes into ``out`` when given: a candidate's W lives for one loss, so one buffer serves them all.
         """
         layer = self.model.layers[k]
         if layer.splits:
@@ -167,35 +195,34 @@ class LayerEvaluator:
         w1 = part("w1", ("a1", "b1"), lambda: (fixed.a1 * lam) @ fixed.b1)  # (out, in)
         w2 = part("w2", ("a2", "b2"), lambda: (fixed.a2 * lam) @ fixed.b2)  # (out, in)
         t = part("t", ("shift",), lambda: fixed.t * scale)  # (out, in)
-        if out is None:
-            out = torch.empty_like(t)
-        w = torch.addcmul(t, fixed.f1, w1, out=out).addcmul_(fixed.f2, w2)  # (out, in)
+        w = torch.addcmul(t, fixed.f1, w1).addcmul_(fixed.f2, w2)  # (out, in)
         return dataclasses.replace(fixed, w=w)
 
-    def _fast_fixed(self, k: int, seeds, fixed: FixedTensors, state: dict) -> FixedTensors:
-        """Layer k's tensors for a no-refit loss: W built into a reused buffer, the output written into
-        another; for a candidate that differs from the incumbent only in its bias seed, the incumbent's
-        product x @ W.T (kept for the snapshot) instead of a matmul. Classifier stages (input state["h"])."""
-        layer = self.model.layers[k]
-        if layer.splits:
-            return fixed
-        bufs = self._buffers.get(k)
-        if bufs is None:
-            w = torch.empty(layer.out_features, layer.in_features, device=self.device)  # (out, in)
-            y = torch.empty(len(self.batch), layer.out_features, device=self.device)  # (B, out)
-            bufs = self._buffers[k] = (w, y)
-        x = state.get("h")
-        incumbent = layer.get_seeds()
-        bias_only = all(int(a) == b for a, b, n in zip(seeds, incumbent, SEED_NAMES) if n != "bias")
-        if bias_only and isinstance(x, torch.Tensor) and x.dim() == 2:
-            key = (k, "xw")
-            if key not in self._scaled:
-                w_inc = self._built(k, incumbent, self._fixed(k, incumbent)).w  # (out, in), its own memory
-                self._scaled[key] = torch.mm(x, w_inc.T)  # (B, out)
-            return dataclasses.replace(fixed, xw=self._scaled[key], xw_of=x, out=bufs[1])
-        built = self._built(k, seeds, fixed, out=bufs[0])
-        built.out = bufs[1]  # used where layer k's input is (B, in): the MLP's stages
-        return built
+    def _scorer(self, k: int) -> StageScorer | None:
+        """The no-refit scorer of layer k for the snapshot: classifier stages without experts, else None."""
+        if k not in self._scorers:
+            layers = self.model.layers
+            scorer = None
+            if isinstance(self.model, GerminatorMLP) and not any(layer.splits for layer in layers[k:]):
+                later = []
+                for j in range(k + 1, len(layers)):
+                    fixed = self._snapshot_fixed(j)
+                    later.append((fixed.w, (layers[j].beta * fixed.bias).detach()))  # (out_j, in_j), (out_j,)
+                floats = self._loaded[k][1]
+                kept = self._parts[k][1] if k in self._parts and self._parts[k][0] == floats else {}
+                scorer = StageScorer(
+                    layers[k],
+                    self._state_entering(k)["h"],
+                    self.batch.targets,
+                    lambda name, seed: self._tensor(k, name, seed),
+                    later,
+                    self.model.act_ or self.model.act,
+                    self.model.loss_from_logits,
+                    parts=kept,
+                )
+                self._parts[k] = (floats, scorer.parts)
+            self._scorers[k] = scorer
+        return self._scorers[k]
 
     def _loss(self, k: int, state: dict, fixed: FixedTensors) -> torch.Tensor:
         fixed_all = {j: self._snapshot_fixed(j) for j in range(k + 1, len(self.model.layers))}
@@ -208,8 +235,9 @@ class LayerEvaluator:
         state = self._state_entering(k)
         fixed = self._fixed(k, seeds)
         if refit_steps <= 0:  # the layer holds floats0 (evaluate restores them): nothing to reset or read
+            built = fixed if layer.splits else self._built(k, seeds, fixed)
             with torch.no_grad():
-                loss = float(self._loss(k, state, self._fast_fixed(k, seeds, fixed, state)))
+                loss = float(self._loss(k, state, built))
             return (loss if math.isfinite(loss) else math.inf), tuple(floats0)
         layer.set_floats(floats0)
         params = list(layer.parameters())
@@ -244,19 +272,28 @@ class LayerEvaluator:
             layer.set_seeds(seeds)
         layer.set_seeds(incumbent_seeds)
         self._prefetch(k, [incumbent_seeds, *candidates])
+        key = (k, int(refit_steps), float(refit_lr))
+        scorer = self._scorer(k) if refit_steps <= 0 else None
         try:
-            key = (k, int(refit_steps), float(refit_lr))
-            if key not in self._incumbent:
-                self._incumbent[key] = self._score(k, incumbent_seeds, floats0, refit_steps, refit_lr)
+            if scorer is not None:  # the hot loop: floats fixed, a classifier stage
+                measure_incumbent = key not in self._incumbent
+                losses = scorer.losses([incumbent_seeds, *candidates] if measure_incumbent else candidates)
+                if measure_incumbent:
+                    self._incumbent[key] = (losses.pop(0), tuple(floats0))
+                floats = [tuple(floats0)] * len(candidates)
+            else:
+                if key not in self._incumbent:
+                    self._incumbent[key] = self._score(k, incumbent_seeds, floats0, refit_steps, refit_lr)
+                losses, floats = [], []
+                for seeds in candidates:
+                    loss, fl = self._score(k, seeds, floats0, refit_steps, refit_lr)
+                    losses.append(loss)
+                    floats.append(fl)
             inc_loss, inc_floats = self._incumbent[key]
-            losses, floats = [], []
-            for seeds in candidates:
-                loss, fl = self._score(k, seeds, floats0, refit_steps, refit_lr)
-                losses.append(loss)
-                floats.append(fl)
         finally:
             layer.set_seeds(incumbent_seeds)
             layer.set_floats(floats0)
+            self._trim()
         return EvalResult(
             layer=k,
             versions=self._versions or (),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from germinator_dist.errors import SpecError
 from germinator_dist.records import N_SEEDS
@@ -53,7 +53,12 @@ class FitnessSpec(_Frozen):
 class SearchSpec(_Frozen):
     proposer: str = "evolutionary"
     population: int = Field(default=16, ge=2, le=100_000)
-    candidates_per_call: int = Field(default=8, ge=1, le=10_000)
+    # candidates per worker call: a number (fixed), or "auto": each worker's calls are sized from its own
+    # measured seconds per candidate to take about ``call_seconds`` (a fast GPU worker gets big calls, a
+    # slow CPU one small calls; Ray's ~1 ms per call stays a few percent); a first call has 8
+    candidates_per_call: int | Literal["auto"] = "auto"
+    call_seconds: float = Field(default=0.05, gt=0, le=3600)
+    max_candidates_per_call: int = Field(default=1024, ge=1, le=10_000)
     in_flight_per_worker: int = Field(default=2, ge=1, le=64)
     budget_evals: int | None = Field(default=2000, ge=1)
     budget_seconds: float | None = Field(default=None, gt=0)
@@ -65,6 +70,14 @@ class SearchSpec(_Frozen):
     refit_lr: float = Field(default=0.02, gt=0, le=10)
     rng_seed: int = Field(default=0, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)  # extra proposer fields
+
+    @field_validator("candidates_per_call", mode="before")
+    @classmethod
+    def _call_size(cls, v):
+        ok = v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10_000)
+        if not ok:
+            raise ValueError("expected 'auto' or an integer in [1, 10000]")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpec:

@@ -47,13 +47,6 @@ class FixedTensors:
     # the finished weight W (alpha, c and g applied) of a layer without experts, for the floats it was built
     # with: an evaluator that holds floats fixed builds it once per seed vector; forward then skips weight()
     w: torch.Tensor | None = None  # (out, in)
-    # with w: a (B, out) buffer the output of a 2-D input is written into (an evaluator reuses one buffer
-    # for every candidate, so no fresh megabyte-sized allocation, and its page faults, per candidate)
-    out: torch.Tensor | None = None  # (B, out)
-    # x @ W.T for one particular input tensor ``xw_of``: a candidate that changes only the bias seed of the
-    # incumbent reuses the incumbent's product, so forward on that very input is a bias add (no matmul)
-    xw: torch.Tensor | None = None  # (B, out)
-    xw_of: torch.Tensor | None = None  # (B, in)
 
     def nbytes(self) -> int:
         return sum(x.numel() * x.element_size() for x in vars(self).values() if x is not None)
@@ -289,12 +282,6 @@ class SeedLinear(nn.Module):
         fixed = self.generate(device=x.device, dtype=x.dtype) if fixed is None else fixed
         bias = self.beta * fixed.bias  # (out,)
         if not self.splits:
-            fast = fixed.out is not None and x.dim() == 2
-            fast = fast and fixed.out.shape == (x.shape[0], self.out_features)
-            if fixed.xw is not None and fixed.xw_of is x:
-                return torch.add(fixed.xw, bias, out=fixed.out) if fast else fixed.xw + bias
-            if fast and fixed.w is not None:
-                return torch.addmm(bias, x, fixed.w.T, out=fixed.out)  # x @ w.T + bias, into the buffer
             w = self.weight(fixed, self.g.unsqueeze(0))[0] if fixed.w is None else fixed.w  # (out, in)
             return F.linear(x, w, bias)  # x @ w.T + bias in one call
         if token_ids is None:

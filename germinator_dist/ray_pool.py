@@ -48,6 +48,7 @@ class SeedWorker:
             ModelSpec.model_validate_json(spec_json), batch, device, worker_id=worker_id
         )
         self.id = worker_id
+        self._snapshot_json = ""
 
     def ping(self) -> dict:
         import os
@@ -64,8 +65,10 @@ class SeedWorker:
     def evaluate(
         self, layer: int, candidates: list[list[int]], snapshot_json: str, refit_steps: int, refit_lr: float
     ) -> dict:
-        snap = Snapshot.model_validate_json(snapshot_json)
-        self.evaluator.load_snapshot(snap.seeds(), snap.floats(), snap.versions)
+        if snapshot_json != self._snapshot_json:  # the same snapshot for many calls in a row: parse it once
+            snap = Snapshot.model_validate_json(snapshot_json)
+            self.evaluator.load_snapshot(snap.seeds(), snap.floats(), snap.versions)
+            self._snapshot_json = snapshot_json
         res = self.evaluator.evaluate(layer, candidates, refit_steps, refit_lr)
         return res.model_dump(mode="json")
 

@@ -15,6 +15,7 @@ from germinator_dist.evaluator import LayerEvaluator
 from germinator_dist.model import build_model
 from germinator_dist.records import SEED_NAMES
 from germinator_dist.spec import ModelSpec
+from germinator_dist.stage_scorer import StageScorer
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +57,9 @@ def trained_floats(model, rng: random.Random):
     return out
 
 
-@pytest.mark.parametrize("k", [0, 1, 2])
-def test_mlp_losses_equal_the_models_loss_for_every_kind_of_candidate(digits, k):
-    spec = ModelSpec(hidden=(48, 40), rank=6).resolved(**digits.dims())
+@pytest.mark.parametrize("k, activation", [(0, "relu"), (1, "relu"), (2, "relu"), (1, "gelu"), (0, "tanh")])
+def test_mlp_losses_equal_the_models_loss_for_every_kind_of_candidate(digits, k, activation):
+    spec = ModelSpec(hidden=(48, 40), rank=6, activation=activation).resolved(**digits.dims())
     batch = digits.fitness_batch(200)
     rng = random.Random(k)
     model = build_model(spec)
@@ -73,12 +74,14 @@ def test_mlp_losses_equal_the_models_loss_for_every_kind_of_candidate(digits, k)
             assert loss == pytest.approx(model_loss(spec, batch, seeds, floats, k, cand), rel=1e-5)
         assert res.losses[-1] == pytest.approx(res.incumbent_loss, rel=1e-6)
         assert res.floats == (tuple(floats[k]),) * len(cands)  # no refit: floats as given
+    assert isinstance(ev._scorers[k], StageScorer)  # a classifier stage takes the scorer's hot loop
     assert ev.model.layers[k].get_seeds() == seeds[k]  # restored after the call
 
 
-def test_language_model_with_experts_takes_the_generic_path_with_the_same_losses():
+@pytest.mark.parametrize("splits", [(2, 3), ()])
+def test_language_model_takes_the_generic_path_with_the_same_losses(splits):
     data = load_text_dataset()
-    spec = ModelSpec(kind="lm", d_model=16, d_ff=24, n_blocks=1, context=12, rank=4, splits=(2, 3))
+    spec = ModelSpec(kind="lm", d_model=16, d_ff=24, n_blocks=1, context=12, rank=4, splits=splits)
     spec = spec.resolved(**data.dims())
     batch = data.fitness_batch(6, spec.context)
     model = build_model(spec)
@@ -91,6 +94,7 @@ def test_language_model_with_experts_takes_the_generic_path_with_the_same_losses
         res = ev.evaluate(k, cands)
         for cand, loss in zip(cands, res.losses):
             assert loss == pytest.approx(model_loss(spec, batch, seeds, floats, k, cand), rel=1e-5)
+        assert ev._scorers[k] is None  # (B, T, d) activations: not a classifier stage
 
 
 def test_refit_returns_floats_whose_loss_is_the_reported_one(digits):
@@ -131,6 +135,41 @@ def test_a_new_snapshot_replaces_every_cached_part(digits):
     assert res.incumbent_loss == pytest.approx(model_loss(spec, batch, seeds2, floats2), rel=1e-5)
     for cand, loss in zip(cands, res.losses):
         assert loss == pytest.approx(model_loss(spec, batch, seeds2, floats2, 1, cand), rel=1e-5)
+
+
+def test_snapshots_that_change_one_layer_keep_only_what_that_layer_does_not_touch(digits):
+    spec = ModelSpec(hidden=(32, 24), rank=4).resolved(**digits.dims())
+    batch = digits.fitness_batch(96)
+    model = build_model(spec)
+    rng = random.Random(3)
+    seeds, floats = list(model.get_seeds()), list(trained_floats(model, rng))
+    ev = LayerEvaluator(spec, batch)
+    ev.load_snapshot(seeds, floats, versions=(1, 1, 1))
+    cands = mutants(seeds[1], rng)
+    ev.evaluate(1, cands)
+    x_before = ev._state_entering(1)["h"]
+    w1_part = ev._parts[1][1][("w1", seeds[1][0], seeds[1][1])]
+    steps = [  # (layer, new seeds or None, new floats or None)
+        (1, cands[4], None),  # a commit of the searched layer: its mask changes, floats stay
+        (2, None, trained_floats(model, rng)[2]),  # the trainer publishes a downstream layer's floats
+        (1, None, trained_floats(model, rng)[1]),  # ... and the searched layer's floats
+        (0, mutants(seeds[0], rng)[0], None),  # an upstream commit
+    ]
+    for v, (j, new_seeds, new_floats) in enumerate(steps, start=2):
+        seeds[j] = new_seeds or seeds[j]
+        floats[j] = new_floats or floats[j]
+        ev.load_snapshot(seeds, floats, versions=(v, v, v))
+        cands = mutants(seeds[1], rng)
+        res = ev.evaluate(1, cands)
+        assert res.incumbent_loss == pytest.approx(model_loss(spec, batch, seeds, floats), rel=1e-5)
+        for cand, loss in zip(cands, res.losses):
+            assert loss == pytest.approx(model_loss(spec, batch, seeds, floats, 1, cand), rel=1e-5)
+        if v == 2:  # layer 1's own commit: its input and its unchanged factor product are reused as they are
+            assert ev._state_entering(1)["h"] is x_before
+            assert ev._parts[1][1][("w1", seeds[1][0], seeds[1][1])] is w1_part
+            assert ("f", seeds[1][4], seeds[1][5]) in ev._parts[1][1]  # the new mask's part replaced the old
+            assert len(ev._parts[1][1]) == 5  # only the incumbent's parts are kept
+    assert ev._state_entering(1)["h"] is not x_before  # the upstream commit changed layer 1's input
 
 
 def test_tensor_cache_stays_within_its_budget(digits):
