@@ -53,7 +53,9 @@ def run_search(table, job_id, **search) -> tuple[list[int], object, SearchDriver
 
 def test_auto_grows_a_fast_workers_calls_up_to_the_cap(table, job_id):
     # a candidate of this small model takes well under a millisecond: 0.05 s calls would be ~100 or more
-    sizes, stats, _ = run_search(table, job_id, budget_evals=1500, call_seconds=0.05, max_candidates_per_call=48)
+    sizes, stats, _ = run_search(
+        table, job_id, budget_evals=1500, call_seconds=0.05, max_candidates_per_call=48
+    )
     assert sizes[0] == AUTO_FIRST_CALL
     assert max(sizes) == 48 and sizes.count(48) >= 3  # grew to the cap and stayed there
     assert all(1 <= n <= 48 for n in sizes)
