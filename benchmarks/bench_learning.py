@@ -90,6 +90,7 @@ class TaskConfig:
     search_workers: int  # workers in search mode (hybrid: one fewer, the trainer takes the other core)
     dense_lr: float
     dense_batch: int
+    trainer_delay: float = 0.0  # hybrid: seconds the search runs alone before the trainer starts
 
 
 def digits_task(args) -> TaskConfig:
@@ -108,7 +109,7 @@ def digits_task(args) -> TaskConfig:
         "trainer": {"optimizer": "adam", "lr": 0.02, "batch_size": 256, "steps_per_publish": 200},
     }
     _search_options(spec, args)
-    return TaskConfig("digits", "accuracy", spec, args.cpus, dense_lr=2e-3, dense_batch=256)
+    return TaskConfig("digits", "accuracy", spec, args.cpus, 2e-3, 256, args.trainer_delay)
 
 
 def lm_task(args) -> TaskConfig:
@@ -141,7 +142,7 @@ def lm_task(args) -> TaskConfig:
         },
     }
     _search_options(spec, args)
-    return TaskConfig("lm", "bits_per_byte", spec, args.cpus, dense_lr=2e-3, dense_batch=32)
+    return TaskConfig("lm", "bits_per_byte", spec, args.cpus, 2e-3, 32, args.trainer_delay)
 
 
 def _search_options(spec: dict, args) -> None:
@@ -161,6 +162,8 @@ def row_spec(task: TaskConfig, mode: str, budget: float, job: str, init_seed: in
     spec["model"]["init_seed"] = init_seed  # the initial seeds (train-only keeps them throughout)
     spec["search"].update(budget_evals=None, budget_seconds=budget)
     spec["trainer"]["budget_s"] = budget
+    if mode == "hybrid" and task.trainer_delay > 0:  # seed first: the search alone, then both; same total
+        spec["trainer"].update(start_delay_s=task.trainer_delay, budget_s=budget - task.trainer_delay)
     workers = {"search": task.search_workers, "hybrid": task.search_workers - 1, "train": 0}[mode]
     spec["workers"] = {"count": workers, "cpus": 1.0}
     return parse_job_spec(spec)
@@ -482,11 +485,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slots", default="", help="searched seed slots (indices into SEED_NAMES; default all)")
     p.add_argument("--layers", default="", help="searched layers (default all)")
     p.add_argument("--population", type=int, default=0, help="proposer population (default: the spec's)")
+    p.add_argument("--trainer-delay", type=float, default=0.0,
+                   help="hybrid: seconds of seed search alone before the trainer starts (seed first; the "
+                   "trainer then gets the rest of the budget)")
     p.add_argument("--out", type=Path, default=ROOT / "out")
     args = p.parse_args(argv)
     if args.cpus < 2:
         p.error("--cpus: hybrid needs at least 2 (one trainer, one worker)")
     budget = args.budget or (8.0 if args.quick else 70.0)
+    if not 0 <= args.trainer_delay < budget:
+        p.error(f"--trainer-delay: must be in [0, budget {budget:g}) (value {args.trainer_delay:g})")
     makers = {"digits": digits_task, "lm": lm_task}
     tasks = [makers[t](args) for t in args.tasks.split(",") if t]
     rows_wanted = [r for r in args.rows.split(",") if r]
