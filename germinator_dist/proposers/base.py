@@ -232,7 +232,7 @@ class BaseProposer:
             self._pending[tag] = seeds
             if meta is not None:
                 self._pending_meta[tag] = meta
-            out.append(Candidate(seeds=seeds, tag=tag))
+            out.append(Candidate.model_construct(seeds=seeds, tag=tag))  # _propose's seeds are checked ints
         while len(self._pending) > self.config.max_pending:  # oldest first (dict keeps insertion order)
             self.discard(next(iter(self._pending)))
         self.asked += len(out)
