@@ -9,7 +9,9 @@ first gets a few Adam steps on that layer's floats, on the cached inputs.
 Per snapshot it also remembers the incumbent's measurement for each (layer, refit settings): the same
 snapshot, batch and floats give the same number, so later batches against that snapshot (and one-candidate
 calls) do not pay for it again. Layers after k are fixed within a snapshot; their seeded tensors come from
-the per-tensor cache instead of being regenerated for every candidate.
+the per-tensor cache instead of being regenerated for every candidate. A new snapshot drops only what its
+changed layers touch. Without refit, a classifier stage (MLP layers without experts) goes through
+:class:`~germinator_dist.stage_scorer.StageScorer`, the hot loop; the LM and refit take the generic path.
 
 Pure core: torch only. The Ray worker actor and the local demo both wrap it.
 """
