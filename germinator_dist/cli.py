@@ -78,7 +78,8 @@ def _print_status(doc: dict) -> None:
     print(
         f"job {doc['job_id']}: {doc['state']}  evaluations {doc['evaluations']}  "
         f"({doc['evals_per_s']:.1f}/s)  accepted {doc['accepted']}  stale {doc['stale']}  "
-        f"workers {doc['workers_live']}/{doc['workers_desired']}  best loss {best}"
+        f"workers {doc['workers_live']}/{doc['workers_desired']}  "
+        f"per call {doc.get('candidates_per_call') or '-'}  best loss {best}"
     )
     for layer in doc["layers"]:
         loss = "-" if layer["loss"] is None else f"{layer['loss']:.4f}"

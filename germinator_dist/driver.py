@@ -310,7 +310,8 @@ class SearchDriver:
             self.job, "driver", self.id, ttl=max(5.0, 10 * self.progress_interval), payload=payload
         )
         for w in workers:
-            self.table.heartbeat(self.job, "worker", w, ttl=WORKER_TTL, payload={"node": st.nodes.get(w, "")})
+            payload = {"node": st.nodes.get(w, ""), "call_size": self.call_size(w)}
+            self.table.heartbeat(self.job, "worker", w, ttl=WORKER_TTL, payload=payload)
 
     def _workers_to_heartbeat(self, st, now: float) -> list[str]:
         """Live workers whose heartbeat to write now: new ones at once, the others spread so that each is

@@ -128,6 +128,7 @@ def status(table, job: str) -> dict:
     snap = table.snapshot(job)
     drivers = table.live(job, "driver")
     best = min((e.loss for e in snap.layers), default=math.inf)
+    sizes = sorted(s for hb in table.live(job, "worker") if isinstance(s := hb.payload.get("call_size"), int))
     doc = {
         "job_id": job,
         "state": info.state.value,
@@ -138,6 +139,8 @@ def status(table, job: str) -> dict:
         "evals_per_s": round(prog.evals_per_s, 2),
         "workers_live": prog.workers_live if drivers else 0,
         "workers_desired": info.desired_workers,
+        # the live workers' current call size (median; with candidates_per_call "auto" each has its own)
+        "candidates_per_call": sizes[len(sizes) // 2] if sizes else None,
         "best_loss": best if math.isfinite(best) else None,
         "driver_pid": drivers[0].payload.get("pid") if drivers else None,
         "driver_host": drivers[0].payload.get("host") if drivers else None,

@@ -14,7 +14,7 @@ from germinator_dist.service import status
 def render(doc: dict) -> Table:
     best = "-" if doc["best_loss"] is None else f"{doc['best_loss']:.4f}"
     t = Table(title=f"job {doc['job_id']}  [{doc['state']}]  best loss {best}", title_justify="left")
-    for col in ("evaluations", "evals/s", "accepted", "stale", "workers", "trainer"):
+    for col in ("evaluations", "evals/s", "accepted", "stale", "workers", "per call", "trainer"):
         t.add_column(col, justify="right")
     t.add_row(
         str(doc["evaluations"]),
@@ -22,6 +22,7 @@ def render(doc: dict) -> Table:
         str(doc["accepted"]),
         str(doc["stale"]),
         f"{doc['workers_live']}/{doc['workers_desired']}",
+        "-" if doc.get("candidates_per_call") is None else str(doc["candidates_per_call"]),
         "yes" if doc["trainer"] else "no",
     )
     layers = Table(show_header=True)

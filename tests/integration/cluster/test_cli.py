@@ -93,6 +93,7 @@ def test_submit_status_scale_cancel_resume(tmp_path, conn, redis_server):
         ):
             assert key in doc
         assert doc["state"] == "RUNNING" and doc["driver_pid"] > 0
+        wait_for(lambda: status(job, redis_server.url)["candidates_per_call"] == 8, 30, "a worker heartbeat")
         assert [layer["version"] >= 0 and layer["loss"] > 0 for layer in doc["layers"]] == [True] * 2
         run_cli("scale", job, "--workers", "2", "--redis", redis_server.url)
         wait_for(lambda: status(job, redis_server.url)["workers_live"] == 2, 90, "2 live workers")
