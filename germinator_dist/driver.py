@@ -70,6 +70,7 @@ class SearchDriver:
         self._unreported = DriverStats()
         self._heartbeat_at: dict[str, float] = {}  # worker -> when its heartbeat was last written
         self._call_size: dict[str, int] = {}  # worker -> candidates in its next call ("auto" sizing)
+        self._outstanding = 0  # candidates dispatched (or queued for re-dispatch) and not yet evaluated
         self._last_report = time.monotonic()
         self._writer: cf.ThreadPoolExecutor | None = None  # progress/heartbeat writes, during run()
         self._pending_report: cf.Future | None = None
@@ -166,9 +167,11 @@ class SearchDriver:
             tasks[0] = self._new_task(snap, sizes[0])
         return tasks
 
-    def _dispatch(self, live: list[str], snap: Snapshot, searching: bool) -> bool:
-        """Fill every live worker up to ``in_flight_per_worker``: lost batches first, then new tasks.
-        Returns False when new tasks were wanted and every proposer is exhausted."""
+    def _dispatch(self, live: list[str], snap: Snapshot, searching: bool, budget: int | None = None) -> bool:
+        """Fill every live worker up to ``in_flight_per_worker``: lost batches first, then new tasks of at
+        most ``budget`` candidates in all (what budget_evals leaves after the work done and outstanding,
+        so that big calls do not overshoot it). Returns False when new tasks were wanted and every
+        proposer is exhausted."""
         free = []  # one entry per free slot, worker by worker
         for w in live:
             free += [w] * max(0, self.spec.search.in_flight_per_worker - self.pool.in_flight(w))
@@ -176,10 +179,19 @@ class SearchDriver:
             self.pool.submit(free.pop(0), self._redispatch.popleft())
         if not searching or not free:
             return True
-        tasks = self._new_tasks(snap, [self.call_size(w) for w in free])
+        sizes = []
+        for w in free:
+            n = self.call_size(w) if budget is None else min(self.call_size(w), budget - sum(sizes))
+            if n < 1:
+                break
+            sizes.append(n)
+        if not sizes:
+            return True
+        tasks = self._new_tasks(snap, sizes)
         for w, task in zip(free, tasks):
             if task is not None:
                 self.pool.submit(w, task)
+                self._outstanding += len(task.candidates)
         return any(tasks)
 
     # ---- results ------------------------------------------------------------------------------------
@@ -194,12 +206,14 @@ class SearchDriver:
                 self._redispatch.append(task)
                 self.stats.redispatched += 1
             else:
+                self._outstanding -= len(task.candidates)
                 for c in task.candidates:
                     self.proposers[task.layer].discard(c)
             log.warning("batch %d on %s failed: %s", task.id, done.worker, done.error)
             return snap
         res = done.result
         n = len(res.losses)
+        self._outstanding -= len(task.candidates)
         self._count(evaluations=n)
         self._resize_calls(done.worker, n, res.seconds)
         prop = self.proposers[task.layer]
@@ -353,7 +367,9 @@ class SearchDriver:
                     self.pool.resize(desired)
                 searching = self._budget_left(base_evals, t0) and not exhausted
                 status = self.pool.status()
-                if not self._dispatch(status.live, snap, searching):
+                cap = self.spec.search.budget_evals
+                left = None if cap is None else cap - base_evals - self.stats.evaluations - self._outstanding
+                if not self._dispatch(status.live, snap, searching, left):
                     exhausted = True
                 busy = any(self.pool.in_flight(w) for w in status.live) or self._redispatch
                 if not searching and not busy:

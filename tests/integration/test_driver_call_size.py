@@ -1,6 +1,6 @@
 """The driver's call sizing against a real Redis table and real evaluators (threads of this process):
 ``candidates_per_call: auto`` sizes each worker's calls from its measured seconds per candidate, a number
-keeps every call at that size."""
+keeps every call at that size, and no call takes more than budget_evals leaves."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_auto_grows_a_fast_workers_calls_up_to_the_cap(table, job_id):
     assert sizes[0] == AUTO_FIRST_CALL
     assert max(sizes) == 48 and sizes.count(48) >= 3  # grew to the cap and stayed there
     assert all(1 <= n <= 48 for n in sizes)
-    assert stats.evaluations >= 1500 and table.progress(job_id).evaluations == stats.evaluations
+    assert stats.evaluations == 1500 == table.progress(job_id).evaluations  # calls are cut to the budget
 
 
 def test_auto_shrinks_calls_that_take_longer_than_the_target(table, job_id):
@@ -74,4 +74,12 @@ def test_auto_shrinks_calls_that_take_longer_than_the_target(table, job_id):
 def test_a_number_keeps_every_call_at_that_size(table, job_id, fixed):
     sizes, stats, _ = run_search(table, job_id, budget_evals=60, candidates_per_call=fixed, call_seconds=1e-5)
     assert sizes and set(sizes) == {fixed}
-    assert stats.evaluations >= 60
+    assert stats.evaluations == 60
+
+
+def test_big_calls_are_cut_to_what_the_budget_leaves(table, job_id):
+    # with a long target the calls would grow past the whole budget: the driver dispatches only what
+    # budget_evals leaves after the work done and in flight, so the search stops at the budget exactly
+    sizes, stats, _ = run_search(table, job_id, budget_evals=100, call_seconds=10.0)
+    assert stats.evaluations == 100 == sum(sizes)
+    assert sizes[:2] == [AUTO_FIRST_CALL, AUTO_FIRST_CALL] and max(sizes) > AUTO_FIRST_CALL
