@@ -181,10 +181,11 @@ class SearchDriver:
             return True
         sizes = []
         for w in free:
-            n = self.call_size(w) if budget is None else min(self.call_size(w), budget - sum(sizes))
+            n = self.call_size(w) if budget is None else min(self.call_size(w), budget)
             if n < 1:
                 break
             sizes.append(n)
+            budget = None if budget is None else budget - n
         if not sizes:
             return True
         tasks = self._new_tasks(snap, sizes)

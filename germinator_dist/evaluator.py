@@ -134,25 +134,25 @@ class LayerEvaluator:
 
     def _tensor(self, k: int, name: str, seed: int) -> torch.Tensor:
         """Layer k's seeded tensor ``name`` for ``seed``, from the LRU (generated if it is not there)."""
-        t = self._tensors.get((k, name, seed))
-        if t is None:
-            self._prefetch(k, [tuple(seed if n == name else 0 for n in SEED_NAMES)], only=name)
-            t = self._tensors[(k, name, seed)]
+        if (k, name, seed) not in self._tensors:
+            self._generate(k, [(name, seed)])
         self._tensors.move_to_end((k, name, seed))
-        return t
+        return self._tensors[(k, name, seed)]
 
-    def _prefetch(self, k: int, seed_vectors, only: str | None = None) -> None:
-        """Generate every seeded tensor of layer k these seed vectors need and the LRU lacks (``only``: of
-        that one name), in one or two generator calls (a compiled call costs ~20 us before it computes: one
-        per tensor would dominate)."""
-        layer = self.model.layers[k]
+    def _prefetch(self, k: int, seed_vectors) -> None:
+        """Generate every seeded tensor of layer k these seed vectors need and the LRU lacks, in one or two
+        generator calls (a compiled call costs ~20 us before it computes: one per tensor would dominate)."""
         missing = [
             (name, seed)
             for seeds in seed_vectors
             for name, seed in zip(SEED_NAMES, seeds)
-            if (only is None or name == only) and (k, name, int(seed)) not in self._tensors
+            if (k, name, int(seed)) not in self._tensors
         ]
-        for (name, seed), t in layer.generate_many(missing, self.device).items():
+        self._generate(k, missing)
+
+    def _generate(self, k: int, pairs) -> None:
+        """Generate layer k's tensors for these (name, seed) pairs into the LRU."""
+        for (name, seed), t in self.model.layers[k].generate_many(pairs, self.device).items():
             self._tensors[(k, name, seed)] = t
             self._tensor_bytes += t.numel() * t.element_size()
 
@@ -211,7 +211,7 @@ class LayerEvaluator:
                     fixed = self._snapshot_fixed(j)
                     later.append((fixed.w, (layers[j].beta * fixed.bias).detach()))  # (out_j, in_j), (out_j,)
                 floats = self._loaded[k][1]
-                kept = self._parts[k][1] if k in self._parts and self._parts[k][0] == floats else {}
+                kept = self._parts[k][1] if k in self._parts else {}  # load_snapshot keeps same-float parts
                 scorer = StageScorer(
                     layers[k],
                     self._state_entering(k)["h"],
