@@ -1,14 +1,18 @@
 """The GERMINATOR layer: weights regenerated from integer seeds, a few float scalars trained by gradient.
 
-DESIGN.md section 2, for routing group t (rank scalars ``lam(t) = g + sum_j e[j][t mod e_j]``):
+Rank stacking (docs/layout.md): every rank component k has its own seed ``s_k``, which generates column k
+of ``A1``, ``A2`` and row k of ``B1``, ``B2``; the layer adds four seeds of its own (mask, scale, shift,
+bias). For routing group t (rank scalars ``lam(t) = g + sum_j e[j][t mod e_j]``):
 
     W1(t) = A1 diag(lam(t)) B1          W2(t) = A2 diag(lam(t)) B2
     W(t)  = alpha * c * ((M * W1(t) + (1 - M) * W2(t)) * (1 + sigma_s * S) + sigma_t * T)
     y     = x W(t)^T + beta * b
 
-computed here as ``alpha * c * (F1 * W1 + F2 * W2 + sigma_t * T)`` with ``F1 = M * (1 + sigma_s S)`` and
-``F2 = (1 - M) * (1 + sigma_s S)``, which is the same formula. Seeds are integer buffers; alpha, beta, g and
-the expert vectors are the only parameters.
+:func:`compose` is the one place W is built: ``F1 * W1' + F2 * W2' + t'`` with ``F1 = M (1 + sigma_s S)``,
+``F2 = (1 - M)(1 + sigma_s S)`` and alpha c folded into the rank scalars and into ``t' = alpha c sigma_t T``
+(:func:`scaled_lam`, :func:`scaled_shift`), which is the same formula. The forward pass, the search
+evaluator and the stage scorer all call it, each with buffers of its own. Seeds are integer buffers;
+alpha, beta, g and the expert vectors are the only parameters.
 """
 
 from __future__ import annotations
@@ -22,14 +26,16 @@ from torch import nn
 
 from germinator_dist import prng
 from germinator_dist.errors import SpecError
-from germinator_dist.records import N_SEEDS, SEED_NAMES
+from germinator_dist.records import LAYER_SEED_NAMES, N_LAYER_SEEDS, duplicate_component, seed_names
 
-ROLE = {name: i + 1 for i, name in enumerate(SEED_NAMES)}  # Philox role word per seeded tensor
+# Philox role word per seeded tensor: the component vectors a1, b1, a2, b2, then the layer tensors
+ROLE = {"a1": 1, "b1": 2, "a2": 3, "b2": 4, "mask": 5, "scale": 6, "shift": 7, "bias": 8}
 SECOND_MOMENT = 1.0 / 3.0  # E[a^2] of int8/128 (and of uint8/256): about 1/3
 # Tensors with fewer elements are generated as the head of a stream this long and cut: the same bits
 # (element i always comes from Philox block i // per_block), but on the generator's compiled path,
 # which for a few hundred elements is about 8x faster than its eager path for tiny requests.
 SMALL_TENSOR = 4096
+Component = tuple  # (a1 (out,), b1 (in,), a2 (out,), b2 (in,)) of one component seed
 
 
 @dataclass
@@ -52,10 +58,38 @@ class FixedTensors:
         return sum(x.numel() * x.element_size() for x in vars(self).values() if x is not None)
 
 
+# ---- the formula -----------------------------------------------------------------------------------------
+def factor_product(a: torch.Tensor, lam: torch.Tensor, b: torch.Tensor, out=None) -> torch.Tensor:
+    """``A diag(lam) B``: a (out, r), lam (r,) or (G, r), b (r, in) -> (out, in) or (G, out, in)."""
+    if lam.dim() == 1:
+        return torch.mm(a * lam, b, out=out)  # (out, in)
+    return torch.einsum("ok,gk,ki->goi", a, lam, b)  # (G, out, in)
+
+
+def fine_factors(mask: torch.Tensor, scale: torch.Tensor, sigma_s: float, out=None):
+    """``F1 = M (1 + sigma_s S)``, ``F2 = (1 - M)(1 + sigma_s S)``, each (out, in); ``out`` a buffer pair."""
+    o1, o2 = (None, None) if out is None else out
+    fine = torch.mul(scale, sigma_s, out=o2).add_(1.0)  # (out, in)
+    f1 = torch.mul(mask, fine, out=o1)
+    return f1, fine.sub_(f1)
+
+
+def compose(f1, w1, f2, w2, t, out=None) -> torch.Tensor:
+    """The finished weight ``F1 * W1' + F2 * W2' + t'`` (alpha c already folded into W1', W2', t')."""
+    return torch.addcmul(t, f1, w1, out=out).addcmul_(f2, w2)
+
+
+def component_phi(f1, f2, comp: Component, out=None) -> torch.Tensor:
+    """What one component adds to W per unit of its (scaled) rank scalar: ``F1 * a1 b1^T + F2 * a2 b2^T``."""
+    a1, b1, a2, b2 = comp
+    phi = torch.outer(a1, b1, out=out).mul_(f1)  # (out, in)
+    return phi.addcmul_(f2, torch.outer(a2, b2))
+
+
 class SeedLinear(nn.Module):
     """One seeded layer ``in_features -> out_features`` (see module docstring).
 
-    Raises SpecError on invalid sizes, splits, int dtype or out-of-range seeds.
+    Raises SpecError on invalid sizes, splits, int dtype, out-of-range or duplicated component seeds.
     """
 
     def __init__(
@@ -91,7 +125,7 @@ class SeedLinear(nn.Module):
         # c keeps activations at about unit scale at initialization (lam = 1, alpha = 1)
         fan = rank * in_features if fan_in_norm else rank
         self.c = 1.0 / (math.sqrt(fan) * SECOND_MOMENT)
-        self.register_buffer("seeds", torch.zeros(N_SEEDS, dtype=torch.int64))
+        self.register_buffer("seeds", torch.zeros(rank + N_LAYER_SEEDS, dtype=torch.int64))
         self.alpha = nn.Parameter(torch.ones(()))
         self.beta = nn.Parameter(torch.full((), 0.1))
         self.g = nn.Parameter(torch.ones(rank))  # (r,)
@@ -104,16 +138,42 @@ class SeedLinear(nn.Module):
             self.set_seeds(seeds)
 
     # ---- seeds and floats ---------------------------------------------------------------------------
+    @property
+    def n_seeds(self) -> int:
+        return self.rank + N_LAYER_SEEDS
+
     def get_seeds(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.seeds.tolist())
 
-    def set_seeds(self, seeds) -> None:
-        """Set the 8 seeds (order SEED_NAMES). Raises SpecError on a wrong count or out-of-range seed."""
+    def component_seeds(self) -> tuple[int, ...]:
+        return self.get_seeds()[: self.rank]
+
+    def layer_seeds(self) -> dict[str, int]:
+        """The four layer seeds by name (mask, scale, shift, bias)."""
+        return dict(zip(LAYER_SEED_NAMES, self.get_seeds()[self.rank :]))
+
+    def check_seeds(self, seeds) -> tuple[int, ...]:
+        """``seeds`` as checked ints. Raises SpecError on a wrong count, an out-of-range seed or a component
+        seed held twice (naming the slot)."""
         seeds = tuple(seeds)
-        if len(seeds) != N_SEEDS:
-            raise SpecError(f"seeds: expected {N_SEEDS} seeds {SEED_NAMES}, got {len(seeds)}")
-        checked = [prng.check_seed(s, self.seed_bits, f"seeds.{n}") for n, s in zip(SEED_NAMES, seeds)]
-        self.seeds.copy_(torch.tensor(checked, dtype=torch.int64))
+        if len(seeds) != self.n_seeds:
+            raise SpecError(
+                f"seeds: layer {self.stream} (rank {self.rank}) expects {self.n_seeds} seeds "
+                f"(components c0..c{self.rank - 1}, then {', '.join(LAYER_SEED_NAMES)}), got {len(seeds)}"
+            )
+        names = seed_names(self.rank)
+        checked = tuple(prng.check_seed(s, self.seed_bits, f"seeds.{n}") for n, s in zip(names, seeds))
+        dup = duplicate_component(checked)
+        if dup is not None:
+            raise SpecError(
+                f"seeds.c{dup}: component seed {checked[dup]} is already held by slot "
+                f"c{checked.index(checked[dup])} of layer {self.stream}"
+            )
+        return checked
+
+    def set_seeds(self, seeds) -> None:
+        """Set the rank + 4 seeds (components, then mask, scale, shift, bias). Raises like check_seeds."""
+        self.seeds.copy_(torch.tensor(self.check_seeds(seeds), dtype=torch.int64))
 
     @property
     def num_floats(self) -> int:
@@ -158,14 +218,94 @@ class SeedLinear(nn.Module):
             raise SpecError(
                 f"seed_bits: can only reduce from {self.seed_bits} to 8/16/32/63, got {seed_bits}"
             )
-        self.seed_bits = seed_bits
-        self.set_seeds([s & ((1 << seed_bits) - 1) for s in self.get_seeds()])
+        narrowed = [s & ((1 << seed_bits) - 1) for s in self.get_seeds()]
+        old, self.seed_bits = self.seed_bits, seed_bits
+        try:
+            self.set_seeds(narrowed)
+        except SpecError:
+            self.seed_bits = old
+            raise
 
     # ---- generation ---------------------------------------------------------------------------------
-    def _tensor(self, name: str, seed: int, device, dtype) -> torch.Tensor:
-        key = (name, seed, str(device), dtype)
+    def tensor_shape(self, name: str) -> tuple[int, ...]:
+        """Shape of the layer tensor ``name`` (mask, scale, shift or bias)."""
+        return (self.out_features,) if name == "bias" else (self.out_features, self.in_features)
+
+    def make_tensors(self, wanted, device, dtype=torch.float32) -> dict[tuple[str, int], torch.Tensor]:
+        """The layer tensors for (name, seed) pairs (names from mask, scale, shift, bias), in at most two
+        generator calls (masks, and the rest)."""
+        wanted = list(dict.fromkeys((name, int(seed)) for name, seed in wanted))
+        masks = [(n, s) for n, s in wanted if n == "mask"]
+        ints = [(n, s) for n, s in wanted if n != "mask"]
+        req = lambda pairs: [(s, ROLE[n], self.stream, self.tensor_shape(n)) for n, s in pairs]  # noqa: E731
+        made = prng.int_tensors(req(ints), self.int_dtype, dtype=dtype, device=device)
+        made += prng.bernoulli_masks(req(masks), self.mask_density, dtype=dtype, device=device)
+        return dict(zip(ints + masks, made))
+
+    def make_components(self, seeds, device, dtype=torch.float32) -> dict[int, Component]:
+        """Component vectors (a1 (out,), b1 (in,), a2 (out,), b2 (in,)) of each seed, one generator call."""
+        seeds = list(dict.fromkeys(int(s) for s in seeds))
+        a1, b1, a2, b2 = prng.components(
+            seeds, self.stream, self.out_features, self.in_features, self.int_dtype, dtype=dtype, device=device
+        )  # each (N, out) or (N, in)
+        return {s: (a1[i], b1[i], a2[i], b2[i]) for i, s in enumerate(seeds)}
+
+    def component_batch(self, seeds, device, dtype=torch.float32):
+        """a1 (N, out), b1 (N, in), a2 (N, out), b2 (N, in) of N candidate component seeds (a screen)."""
+        return prng.components(
+            [int(s) for s in seeds], self.stream, self.out_features, self.in_features, self.int_dtype,
+            dtype=dtype, device=device,
+        )  # fmt: skip
+
+    def _cached(self, key, make):
         if self.cache is not None and key in self.cache:
             return self.cache[key]
+        value = make()
+        if self.cache is not None:
+            self.cache[key] = value
+        return value
+
+    def generate(
+        self, seeds: tuple[int, ...] | None = None, device=None, dtype=torch.float32
+    ) -> FixedTensors:
+        """Regenerate the seeded tensors for ``seeds`` (default: this layer's own).
+
+        With ``self.cache`` (a dict) set, tensors are looked up there first and stored there: per component
+        seed ``("comp", seed, device, dtype)``, per layer tensor ``(name, seed, device, dtype)``, and with
+        ``cache_derived`` also F1, F2 (key seed: the (mask, scale) pair) and sigma_t T.
+        """
+        seeds = self.get_seeds() if seeds is None else tuple(int(v) for v in seeds)
+        device = self.alpha.device if device is None else device
+        dev, r = str(device), self.rank
+        comps, lay = seeds[:r], dict(zip(LAYER_SEED_NAMES, seeds[r:]))
+        cache = self.cache if self.cache is not None else {}
+        missing = [c for c in comps if ("comp", c, dev, dtype) not in cache]
+        if missing:
+            for c, vec in self.make_components(missing, device, dtype).items():
+                cache[("comp", c, dev, dtype)] = vec
+        vecs = [cache[("comp", c, dev, dtype)] for c in comps]
+        a1, b1, a2, b2 = (torch.stack([v[i] for v in vecs]) for i in range(4))  # (r, out), (r, in), ...
+
+        def tensor(name: str) -> torch.Tensor:
+            return self._cached((name, lay[name], dev, dtype), lambda: self._tensor(name, lay[name], device, dtype))
+
+        derived = self.cache_derived and self.cache is not None
+        pair = (lay["mask"], lay["scale"])
+        if derived and ("f1", pair, dev, dtype) in self.cache:
+            f1, f2 = self.cache[("f1", pair, dev, dtype)], self.cache[("f2", pair, dev, dtype)]
+        else:
+            f1, f2 = fine_factors(tensor("mask"), tensor("scale"), self.sigma_s)
+            if derived:
+                self.cache[("f1", pair, dev, dtype)], self.cache[("f2", pair, dev, dtype)] = f1, f2
+        if derived and ("t", lay["shift"], dev, dtype) in self.cache:
+            t = self.cache[("t", lay["shift"], dev, dtype)]
+        else:
+            t = self.sigma_t * tensor("shift")
+            if derived:
+                self.cache[("t", lay["shift"], dev, dtype)] = t
+        return FixedTensors(a1=a1.T, b1=b1, a2=a2.T, b2=b2, f1=f1, f2=f2, t=t, bias=tensor("bias"))
+
+    def _tensor(self, name: str, seed: int, device, dtype) -> torch.Tensor:
         shape = self.tensor_shape(name)
         numel = math.prod(shape)
         gen_shape = shape if numel >= SMALL_TENSOR else (SMALL_TENSOR,)
@@ -179,66 +319,15 @@ class SeedLinear(nn.Module):
             )
         if gen_shape is not shape:
             t = t[:numel].reshape(shape).clone()
-        if self.cache is not None:
-            self.cache[key] = t
         return t
 
-    def tensor_shape(self, name: str) -> tuple[int, ...]:
-        """Shape of the seeded tensor ``name`` (one of SEED_NAMES)."""
-        out, inp, r = self.out_features, self.in_features, self.rank
-        shapes = {"a1": (out, r), "a2": (out, r), "b1": (r, inp), "b2": (r, inp), "bias": (out,)}
-        return shapes.get(name, (out, inp))
+    def scaled_lam(self, lam: torch.Tensor) -> torch.Tensor:
+        """Rank scalars with alpha c folded in: (r,) or (G, r)."""
+        return lam * (self.alpha * self.c)
 
-    def generate_many(self, wanted, device, dtype=torch.float32) -> dict[tuple[str, int], torch.Tensor]:
-        """The seeded tensors for (name, seed) pairs, as ``generate`` makes them, in at most two generator
-        calls (masks, and all the rest): for a worker that needs a few small tensors per candidate."""
-        wanted = list(dict.fromkeys((name, int(seed)) for name, seed in wanted))
-        masks = [(n, s) for n, s in wanted if n == "mask"]
-        ints = [(n, s) for n, s in wanted if n != "mask"]
-        req = lambda pairs: [(s, ROLE[n], self.stream, self.tensor_shape(n)) for n, s in pairs]  # noqa: E731
-        made = prng.int_tensors(req(ints), self.int_dtype, dtype=dtype, device=device)
-        made += prng.bernoulli_masks(req(masks), self.mask_density, dtype=dtype, device=device)
-        return dict(zip(ints + masks, made))
-
-    def cache_keys(self, seeds, device, dtype=torch.float32) -> list[tuple]:
-        """The keys ``generate(seeds, device, dtype)`` looks up in ``self.cache``: one per seeded tensor,
-        then (with ``cache_derived``) those of F1, F2 and sigma_t * T. Each is (name, seed, device, dtype);
-        the seed of F1 and F2 is the pair (mask seed, scale seed)."""
-        s = {n: int(v) for n, v in zip(SEED_NAMES, seeds)}
-        dev = str(device)
-        keys = [(n, s[n], dev, dtype) for n in SEED_NAMES]
-        if self.cache_derived:
-            pair = (s["mask"], s["scale"])
-            keys += [("f1", pair, dev, dtype), ("f2", pair, dev, dtype), ("t", s["shift"], dev, dtype)]
-        return keys
-
-    def generate(
-        self, seeds: tuple[int, ...] | None = None, device=None, dtype=torch.float32
-    ) -> FixedTensors:
-        """Regenerate the seeded tensors for ``seeds`` (default: this layer's own)."""
-        seeds = self.get_seeds() if seeds is None else tuple(seeds)
-        device = self.alpha.device if device is None else device
-        s = dict(zip(SEED_NAMES, seeds))
-        get = lambda n: self._tensor(n, s[n], device, dtype)  # noqa: E731
-        cache = self.cache if self.cache_derived else None
-        k1, k2, kt = self.cache_keys(seeds, device, dtype)[-3:] if cache is not None else (None,) * 3
-        if cache is not None and k1 in cache and k2 in cache:
-            f1, f2 = cache[k1], cache[k2]
-        else:
-            m = get("mask")  # (out, in)
-            fine = 1.0 + self.sigma_s * get("scale")  # (out, in)
-            f1, f2 = m * fine, (1.0 - m) * fine
-            if cache is not None:
-                cache[k1], cache[k2] = f1, f2
-        if cache is not None and kt in cache:
-            t = cache[kt]
-        else:
-            t = self.sigma_t * get("shift")
-            if cache is not None:
-                cache[kt] = t
-        return FixedTensors(
-            a1=get("a1"), b1=get("b1"), a2=get("a2"), b2=get("b2"), f1=f1, f2=f2, t=t, bias=get("bias")
-        )
+    def scaled_shift(self, fixed: FixedTensors) -> torch.Tensor:
+        """``alpha c sigma_t T`` (out, in)."""
+        return fixed.t * (self.alpha * self.c)
 
     # ---- routing ------------------------------------------------------------------------------------
     @property
@@ -264,15 +353,16 @@ class SeedLinear(nn.Module):
         return lam
 
     def weight(self, fixed: FixedTensors, lam: torch.Tensor) -> torch.Tensor:
-        """W for each row of lam (G, r) -> (G, out, in)."""
+        """W for each row of lam (G, r) -> (G, out, in), through :func:`compose`."""
+        lam = self.scaled_lam(lam)  # (G, r)
+        t = self.scaled_shift(fixed)  # (out, in)
         if lam.shape[0] == 1:  # one routing group (no experts): two small matmuls, fused elementwise
-            w1 = ((fixed.a1 * lam) @ fixed.b1).unsqueeze(0)  # (1, out, in)
-            w2 = ((fixed.a2 * lam) @ fixed.b2).unsqueeze(0)
-        else:
-            w1 = torch.einsum("ok,gk,ki->goi", fixed.a1, lam, fixed.b1)  # (G, out, in)
-            w2 = torch.einsum("ok,gk,ki->goi", fixed.a2, lam, fixed.b2)  # (G, out, in)
-        mixed = torch.addcmul(fixed.t, fixed.f1, w1).addcmul_(fixed.f2, w2)  # F1*W1 + F2*W2 + sigma_t*T
-        return (self.alpha * self.c) * mixed
+            w1 = factor_product(fixed.a1, lam[0], fixed.b1)  # (out, in)
+            w2 = factor_product(fixed.a2, lam[0], fixed.b2)
+            return compose(fixed.f1, w1, fixed.f2, w2, t).unsqueeze(0)  # (1, out, in)
+        w1 = factor_product(fixed.a1, lam, fixed.b1)  # (G, out, in)
+        w2 = factor_product(fixed.a2, lam, fixed.b2)
+        return compose(fixed.f1, w1, fixed.f2, w2, t)
 
     # ---- forward ------------------------------------------------------------------------------------
     def forward(
@@ -307,7 +397,7 @@ class SeedLinear(nn.Module):
         b1, b2 = fixed.b1[:, flat], fixed.b2[:, flat]  # (r, N)
         w1 = fixed.a1 @ (lam.T * b1)  # (out, N)
         w2 = fixed.a2 @ (lam.T * b2)  # (out, N)
-        cols = (self.alpha * self.c) * (fixed.f1[:, flat] * w1 + fixed.f2[:, flat] * w2 + fixed.t[:, flat])
+        cols = (self.alpha * self.c) * compose(fixed.f1[:, flat], w1, fixed.f2[:, flat], w2, fixed.t[:, flat])
         return (cols.T + self.beta * fixed.bias).reshape(*token_ids.shape, self.out_features)
 
     def extra_repr(self) -> str:

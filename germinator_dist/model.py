@@ -18,7 +18,8 @@ from torch import nn
 
 from germinator_dist import prng
 from germinator_dist.layers import FixedTensors, SeedLinear
-from germinator_dist.records import N_SEEDS
+from germinator_dist.errors import SpecError
+from germinator_dist.records import N_LAYER_SEEDS
 from germinator_dist.spec import ModelSpec
 
 INIT_ROLE = 0xFFFF  # Philox role used to derive initial seeds from spec.init_seed
@@ -39,10 +40,28 @@ class Batch:
 
 
 def initial_seeds(spec: ModelSpec, layer: int) -> tuple[int, ...]:
-    """Deterministic starting seeds of a layer, derived from ``spec.init_seed`` (portable generator)."""
-    words = prng._random_words(spec.init_seed, INIT_ROLE, layer, 0, 2 * N_SEEDS)  # (16,)
-    vals = (words[0::2] | (words[1::2] << 32)) & ((1 << spec.seed_bits) - 1)  # (8,)
-    return tuple(int(v) for v in vals.tolist())
+    """Deterministic starting seeds of a layer (rank + 4: distinct components, then the layer seeds),
+    derived from ``spec.init_seed`` with the portable generator. Raises SpecError if the seed space
+    holds fewer than ``rank`` distinct seeds."""
+    rank, space = spec.rank, 1 << spec.seed_bits
+    if rank > space:
+        raise SpecError(f"rank: {rank} components need distinct seeds, seed_bits={spec.seed_bits} has {space}")
+    comps: list[int] = []
+    seen: set[int] = set()
+    draws = 0
+    while len(comps) < rank:  # a repeat (likely only for narrow seeds) takes the stream's next draw
+        want = 2 * (rank - len(comps)) + 8
+        words = prng._random_words(spec.init_seed, INIT_ROLE, layer, 2 * draws, 2 * (draws + want))
+        vals = ((words[0::2] | (words[1::2] << 32)) & (space - 1)).tolist()  # (want,)
+        draws += want
+        for v in vals:
+            if v not in seen and len(comps) < rank:
+                seen.add(v)
+                comps.append(int(v))
+    # the layer seeds: a stream of their own (role INIT_ROLE - 1), so they do not depend on the rank
+    words = prng._random_words(spec.init_seed, INIT_ROLE - 1, layer, 0, 2 * N_LAYER_SEEDS)  # (8,)
+    lay = ((words[0::2] | (words[1::2] << 32)) & (space - 1)).tolist()  # (4,)
+    return (*comps, *(int(v) for v in lay))
 
 
 class GerminatorModel(nn.Module):

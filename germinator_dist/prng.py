@@ -32,7 +32,7 @@ import torch
 
 from germinator_dist.errors import SpecError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: rank components, one seed each (docs/layout.md)
 MAX_SEED_BITS = 63
 
 _M0 = 0xD2511F53
@@ -418,3 +418,51 @@ def bernoulli_masks(requests, p: float, *, dtype=torch.float32, device=None) -> 
     args, counts = _many_counters(requests, 8, device)
     vals = _call(_block_mask_values, args[0].numel(), *args, round(p * 65536), dtype)  # (N, 8)
     return _split(vals.reshape(-1), requests, counts, 8, torch.clone)
+
+
+# ---- rank components: four vectors per seed, many seeds in one generator call ----------------------------
+COMPONENT_ROLES = (1, 2, 3, 4)  # a1 (out), b1 (in), a2 (out), b2 (in)
+
+
+def components(
+    seeds, stream: int, out_features: int, in_features: int, int_dtype: str = "int8", *, dtype=torch.float32,
+    device=None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rank components of ``seeds`` (N,) in layer ``stream``, from one generator call.
+
+    Component vector v of seed s is ``int_tensor(s, role(v), stream, (len,), int_dtype)`` with roles
+    a1 = 1, b1 = 2, a2 = 3, b2 = 4: the same bits as generating each vector alone. Returns
+    a1 (N, out), b1 (N, in), a2 (N, out), b2 (N, in). Raises SpecError on a bad seed or int_dtype.
+    """
+    if int_dtype not in ("int8", "uint8"):
+        raise SpecError(f"int_dtype: expected 'int8' or 'uint8', got {int_dtype!r}")
+    keys = np.array([check_seed(s) for s in seeds], dtype=np.uint64).astype(np.int64)  # (N,)
+    n = keys.shape[0]
+    if n == 0:
+        empty = lambda m: torch.empty(0, m, dtype=dtype, device=device)  # noqa: E731
+        return empty(out_features), empty(in_features), empty(out_features), empty(in_features)
+    ca, cb = -(-out_features // 16), -(-in_features // 16)  # blocks per a-vector, per b-vector
+    per_seed = 2 * ca + 2 * cb
+    # per seed, blocks in the order a1, a2, b1, b2: block index within its vector, and its role
+    idx = np.concatenate([np.arange(ca), np.arange(ca), np.arange(cb), np.arange(cb)]).astype(np.int64)
+    role = np.repeat(np.array([1, 3, 2, 4], dtype=np.int64), [ca, ca, cb, cb])
+    cols = [
+        np.tile(idx, n),  # (N * per_seed,)
+        np.tile(role, n),
+        np.full(n * per_seed, stream & _MASK32, dtype=np.int64),
+        np.repeat(keys & _MASK32, per_seed),
+        np.repeat((keys >> 32) & _MASK32, per_seed),
+    ]
+    args = [torch.from_numpy(c) for c in cols]
+    if device is not None and torch.device(device).type != "cpu":
+        args = [t.to(device) for t in args]
+    words = _call(_block_words, n * per_seed, *args)  # (N * per_seed, 4) int32
+    signed = int_dtype == "int8"
+    raw = words.view(torch.int8 if signed else torch.uint8).reshape(n, 16 * per_seed)  # (N, bytes)
+    vals = raw.to(dtype).mul_(1.0 / 128.0 if signed else 1.0 / 256.0)  # exact: powers of two
+    a, b = 16 * ca, 16 * cb
+    a1 = vals[:, :out_features]  # (N, out)
+    a2 = vals[:, a : a + out_features]
+    b1 = vals[:, 2 * a : 2 * a + in_features]  # (N, in)
+    b2 = vals[:, 2 * a + b : 2 * a + b + in_features]
+    return a1, b1, a2, b2

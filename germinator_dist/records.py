@@ -3,8 +3,11 @@
 They carry seeds, float scalars, losses and versions -- never tensors. All are frozen pydantic models, so
 they validate on construction and serialize to plain JSON (no pickle anywhere on the wire or in Redis).
 
-Layout conventions shared by every part of the system:
-  * a layer's seeds are a list of ``len(SEED_NAMES)`` Python ints in the order of ``SEED_NAMES``;
+Layout conventions shared by every part of the system (docs/layout.md):
+  * a layer of rank r has ``r + 4`` seeds: the component seeds ``s_0 .. s_{r-1}`` (slot k = rank
+    component k), then the layer seeds ``mask, scale, shift, bias`` (``seed_names(r)``);
+  * every seed slot has a generation: how many accepted changes of that slot's seed the table has seen
+    (a slot-level commit is judged against its own slot's generation, docs/layout.md);
   * a layer's floats are one flat list ``[alpha, beta, g(r), e[0][0](r), e[0][1](r), ..., e[k-1][e_k-1](r)]``
     (see ``germinator_dist.layers.SeedLinear.float_names``).
 """
@@ -14,10 +17,40 @@ from __future__ import annotations
 import enum
 import math
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SEED_NAMES: tuple[str, ...] = ("a1", "b1", "a2", "b2", "mask", "scale", "shift", "bias")
-N_SEEDS = len(SEED_NAMES)
+LAYER_SEED_NAMES: tuple[str, ...] = ("mask", "scale", "shift", "bias")
+N_LAYER_SEEDS = len(LAYER_SEED_NAMES)
+MAX_RANK = 4096
+
+
+def n_seeds(rank: int) -> int:
+    """Seeds of a layer of rank ``rank``: one per component, then the four layer seeds."""
+    return rank + N_LAYER_SEEDS
+
+
+def rank_of(count: int) -> int:
+    """The rank of a layer holding ``count`` seeds. Raises ValueError if ``count`` cannot be one."""
+    if not N_LAYER_SEEDS < count <= MAX_RANK + N_LAYER_SEEDS:
+        raise ValueError(f"a layer holds rank + {N_LAYER_SEEDS} seeds (rank 1..{MAX_RANK}), got {count}")
+    return count - N_LAYER_SEEDS
+
+
+def seed_names(rank: int) -> tuple[str, ...]:
+    """Names of a layer's seed slots, in order: ``c0 .. c{r-1}``, mask, scale, shift, bias."""
+    return (*(f"c{k}" for k in range(rank)), *LAYER_SEED_NAMES)
+
+
+def duplicate_component(seeds) -> int | None:
+    """The first component slot whose seed repeats an earlier component's, or None (the layer seeds may
+    repeat: they feed different tensors)."""
+    comps = list(seeds)[: len(seeds) - N_LAYER_SEEDS]
+    seen: set[int] = set()
+    for k, s in enumerate(comps):
+        if s in seen:
+            return k
+        seen.add(s)
+    return None
 
 
 class _Record(BaseModel):
@@ -40,27 +73,45 @@ class CommitOutcome(enum.StrEnum):
     ACCEPTED = "accepted"
     STALE = "rejected-stale"
     NOT_BETTER = "rejected-not-better"
+    DUPLICATE = "rejected-duplicate"  # a swap's seed is held by another component slot of the layer
 
 
 class LayerEntry(_Record):
     """One layer's row of the seed table."""
 
     layer: int = Field(ge=0)
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # rank + 4: components, then mask, scale, shift, bias
     floats: tuple[float, ...]
     loss: float = math.inf  # the loss the seeds/floats were measured at; inf before any measurement
     version: int = Field(default=0, ge=0)
     writer: str = ""
     time: float = 0.0
+    gens: tuple[int, ...] = ()  # one generation per seed slot; () means all zero
 
     @field_validator("seeds")
     @classmethod
     def _seed_count(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if len(v) != N_SEEDS:
-            raise ValueError(f"expected {N_SEEDS} seeds {SEED_NAMES}, got {len(v)}")
+        rank_of(len(v))
         if any(s < 0 for s in v):
             raise ValueError(f"seeds must be non-negative, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _gens(self) -> LayerEntry:
+        if self.gens and len(self.gens) != len(self.seeds):
+            raise ValueError(f"gens: expected {len(self.seeds)} generations, got {len(self.gens)}")
+        if any(g < 0 for g in self.gens):
+            raise ValueError(f"gens must be non-negative, got {list(self.gens)}")
+        return self
+
+    @property
+    def rank(self) -> int:
+        return len(self.seeds) - N_LAYER_SEEDS
+
+    @property
+    def generations(self) -> tuple[int, ...]:
+        """The slot generations (zeros when the row has none yet)."""
+        return self.gens or (0,) * len(self.seeds)
 
 
 class Snapshot(_Record):
@@ -101,7 +152,50 @@ class EvalResult(_Record):
     seconds: float = 0.0
 
 
+class SlotSwap(_Record):
+    """A worker's best verified swap for one component slot, measured against one snapshot.
+
+    ``seed`` is None when no verified candidate's loss was below ``incumbent_loss``; ``slot_floats`` are
+    the slot's floats for the new component (g_k, then its expert entries, which start at zero).
+    """
+
+    slot: int = Field(ge=0)
+    slot_gen: int = Field(ge=0)  # the slot's generation in the snapshot it was measured against
+    seed: int | None
+    slot_floats: tuple[float, ...] = ()
+    loss: float = math.inf
+    screened: int = Field(default=0, ge=0)  # candidates scored by the gradient screen (0 in loss mode)
+    verified: int = Field(default=0, ge=0)  # candidates measured on the fitness loss
+
+
+class SwapResult(_Record):
+    """A worker's answer for one swap call on one layer: the incumbent's loss and per slot the best swap."""
+
+    layer: int
+    versions: tuple[int, ...]
+    incumbent_loss: float
+    swaps: tuple[SlotSwap, ...]
+    worker: str = ""
+    seconds: float = 0.0
+
+
 # --- seed-table records (germinator_dist.table) ----------------------------------------------------------
+
+
+class SwapCommit(_Record):
+    """A slot-level search commit (docs/layout.md): component slot ``slot`` of ``layer`` takes ``seed`` and
+    ``slot_floats`` if the slot is still at generation ``expected_gen``; the other slots and alpha/beta keep
+    what the table holds now. ``loss`` must be below ``incumbent_loss`` (both from one evaluation)."""
+
+    layer: int = Field(ge=0)
+    slot: int = Field(ge=0)
+    expected_gen: int = Field(ge=0)
+    seed: int = Field(ge=0)
+    slot_floats: tuple[float, ...]
+    loss: float
+    incumbent_loss: float
+    evaluator_id: str = ""
+
 
 
 class SeedCommit(_Record):
@@ -172,15 +266,27 @@ class TableEvent(_Record):
 
 
 class FloatPublication(_Record):
-    """The trainer's offer for one layer: its floats, trained against the layer at ``expected_version``.
+    """The trainer's offer for one layer: its floats, trained against the slot generations ``gens``.
 
-    ``loss`` is the full model's mean cross-entropy (nats) on the fitness batch -- the table's loss.
+    The table writes the floats of every slot whose generation still equals ``gens`` and keeps its own for
+    slots swapped meanwhile (docs/layout.md). ``loss`` is the full model's mean cross-entropy (nats) on
+    the fitness batch -- the table's loss. ``expected_version`` is the row version the trainer last saw.
     """
 
     layer: int = Field(ge=0)
     expected_version: int = Field(ge=0)
     floats: tuple[float, ...]
     loss: float
+    gens: tuple[int, ...] = ()
+
+
+class PublishOutcome(_Record):
+    """What a slot-merging float publish did: ``kept`` lists the component slots whose floats the table
+    kept (swapped since ``gens``); the trainer loads those slots and resets their optimizer state."""
+
+    outcome: CommitOutcome
+    kept: tuple[int, ...] = ()
+    version: int = 0  # the row's version after the publish
 
 
 class TrainStats(_Record):
