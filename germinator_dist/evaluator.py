@@ -27,7 +27,7 @@ import torch
 
 from germinator_dist.layers import FixedTensors
 from germinator_dist.model import Batch, GerminatorMLP, GerminatorModel, build_model
-from germinator_dist.records import SEED_NAMES, EvalResult
+from germinator_dist.records import LAYER_SEED_NAMES, EvalResult
 from germinator_dist.spec import ModelSpec
 from germinator_dist.stage_scorer import StageScorer
 
@@ -51,15 +51,14 @@ class LayerEvaluator:
         self._prefix: dict[int, dict] = {}  # layer -> state entering it, for the loaded snapshot
         self._incumbent: dict[tuple, tuple] = {}  # (layer, refit_steps, refit_lr) -> (loss, floats)
         self._fixed_after: dict[int, FixedTensors] = {}  # layer -> its tensors in the loaded snapshot
-        self._scaled: dict[tuple, torch.Tensor] = {}  # incumbent parts scaled by the loaded floats (_built)
         self._scorers: dict[int, StageScorer | None] = {}  # layer -> its no-refit scorer for the snapshot
         self._parts: dict[int, tuple] = {}  # layer -> (its floats, its scorer's incumbent parts by seeds)
         self._loaded: list[tuple] = []  # per layer: (seeds, floats) as loaded
-        self._tensors: OrderedDict = OrderedDict()  # (layer, name, seed) -> tensor, LRU (also "f1", ...)
-        self._tensor_bytes = 0
         self._tensor_budget = int(tensor_cache_mb * 2**20)
+        share = self._tensor_budget // max(1, len(self.model.layers))
         for layer in self.model.layers:
             layer.requires_grad_(False)
+            layer.cache = TensorLRU(share)  # generated tensors by (kind, seed, device, dtype)
             layer.cache_derived = True  # candidates change a slot or two: keep F1, F2, sigma_t*T per seed
 
     # ---- snapshot --------------------------------------------------------------------------------
@@ -87,7 +86,6 @@ class LayerEvaluator:
         self._prefix = {j: state for j, state in self._prefix.items() if j <= first}  # depends on layers < j
         self._incumbent = {}
         self._fixed_after = {j: f for j, f in self._fixed_after.items() if j not in changed}
-        self._scaled = {key: v for key, v in self._scaled.items() if key[0] not in changed}
         self._scorers = {}
         self._parts = {k: p for k, p in self._parts.items() if p[0] == given[k][1]}  # valid while floats are
 
@@ -105,56 +103,56 @@ class LayerEvaluator:
             self._prefix[k] = state
         return self._prefix[k]
 
-    # ---- generation with a per-tensor LRU (a mutation of one slot regenerates one tensor) ----------
+    # ---- generation through each layer's LRU (a swap of one slot generates one component) ------------
     def _fixed(self, k: int, seeds) -> FixedTensors:
-        layer = self.model.layers[k]
-        cache = {}
-        for key in layer.cache_keys(seeds, self.device):  # raw tensors and the products F1, F2, sigma_t*T
-            t = self._tensors.get((k, key[0], key[1]))
-            if t is not None:
-                self._tensors.move_to_end((k, key[0], key[1]))
-                cache[key] = t
-        layer.cache = cache
-        try:
-            fixed = layer.generate(seeds=seeds, device=self.device)
-        finally:
-            layer.cache = None
-        for (name, seed, _, _), t in cache.items():
-            key = (k, name, seed)
-            if key not in self._tensors:
-                self._tensors[key] = t
-                self._tensor_bytes += t.numel() * t.element_size()
-        self._trim()
-        return fixed
+        return self.model.layers[k].generate(seeds=seeds, device=self.device)
 
     def _trim(self) -> None:
-        while self._tensor_bytes > self._tensor_budget and self._tensors:
-            _, t = self._tensors.popitem(last=False)
-            self._tensor_bytes -= t.numel() * t.element_size()
+        for layer in self.model.layers:
+            layer.cache.trim()
+
+    @property
+    def _tensor_bytes(self) -> int:
+        return sum(layer.cache.nbytes for layer in self.model.layers)
 
     def _tensor(self, k: int, name: str, seed: int) -> torch.Tensor:
-        """Layer k's seeded tensor ``name`` for ``seed``, from the LRU (generated if it is not there)."""
-        if (k, name, seed) not in self._tensors:
-            self._generate(k, [(name, seed)])
-        self._tensors.move_to_end((k, name, seed))
-        return self._tensors[(k, name, seed)]
+        """Layer k's layer tensor ``name`` for ``seed``, from the LRU (generated if it is not there)."""
+        key = (name, seed, str(self.device), torch.float32)
+        cache = self.model.layers[k].cache
+        if key not in cache:
+            self._prefetch_tensors(k, [(name, seed)])
+        return cache[key]
+
+    def _component(self, k: int, seed: int):
+        """Layer k's component vectors of ``seed``, from the LRU (generated if it is not there)."""
+        key = ("comp", seed, str(self.device), torch.float32)
+        cache = self.model.layers[k].cache
+        if key not in cache:
+            self._prefetch_components(k, [seed])
+        return cache[key]
 
     def _prefetch(self, k: int, seed_vectors) -> None:
-        """Generate every seeded tensor of layer k these seed vectors need and the LRU lacks, in one or two
-        generator calls (a compiled call costs ~20 us before it computes: one per tensor would dominate)."""
-        missing = [
-            (name, seed)
-            for seeds in seed_vectors
-            for name, seed in zip(SEED_NAMES, seeds)
-            if (k, name, int(seed)) not in self._tensors
-        ]
-        self._generate(k, missing)
+        """Generate every seeded tensor of layer k these seed vectors need and the LRU lacks, in at most
+        three generator calls (a compiled call costs ~20 us before it computes: one per tensor would
+        dominate)."""
+        r = self.model.layers[k].rank
+        self._prefetch_components(k, {int(c) for seeds in seed_vectors for c in seeds[:r]})
+        pairs = {(n, int(v)) for seeds in seed_vectors for n, v in zip(LAYER_SEED_NAMES, seeds[r:])}
+        self._prefetch_tensors(k, pairs)
 
-    def _generate(self, k: int, pairs) -> None:
-        """Generate layer k's tensors for these (name, seed) pairs into the LRU."""
-        for (name, seed), t in self.model.layers[k].generate_many(pairs, self.device).items():
-            self._tensors[(k, name, seed)] = t
-            self._tensor_bytes += t.numel() * t.element_size()
+    def _prefetch_components(self, k: int, seeds) -> None:
+        layer, dev = self.model.layers[k], str(self.device)
+        missing = [c for c in seeds if ("comp", c, dev, torch.float32) not in layer.cache]
+        if missing:
+            for c, vec in layer.make_components(missing, self.device).items():
+                layer.cache[("comp", c, dev, torch.float32)] = vec
+
+    def _prefetch_tensors(self, k: int, pairs) -> None:
+        layer, dev = self.model.layers[k], str(self.device)
+        missing = [(n, v) for n, v in pairs if (n, v, dev, torch.float32) not in layer.cache]
+        if missing:
+            for (name, seed), t in layer.make_tensors(missing, self.device).items():
+                layer.cache[(name, seed, dev, torch.float32)] = t
 
     # ---- evaluation ------------------------------------------------------------------------------
     def _snapshot_fixed(self, j: int) -> FixedTensors:
@@ -171,33 +169,12 @@ class LayerEvaluator:
 
     # ---- the fast path: floats fixed (no refit), so each layer's finished weight W is built once ------
     def _built(self, k: int, seeds, fixed: FixedTensors) -> FixedTensors:
-        """``fixed`` with its finished weight W for the loaded floats (layers without experts; else as is).
-
-        W = alpha c (F1 * W1 + F2 * W2 + sigma_t T) with alpha c folded into the rank scalars and into T:
-        two fused passes over (out, in) plus a rank-r product per changed factor pair. The incumbent's
-        scaled parts are kept for the snapshot, so a candidate that keeps a1/b1 (or a2/b2, shift) reuses them.
-        """
+        """``fixed`` with its finished weight W for the loaded floats (layers without experts; else as is)."""
         layer = self.model.layers[k]
         if layer.splits:
             return fixed
-        scale = layer.alpha * layer.c  # 0-dim
-        s = dict(zip(SEED_NAMES, seeds))
-        incumbent = dict(zip(SEED_NAMES, layer.get_seeds()))
-
-        def part(name: str, slots: tuple[str, ...], make):
-            key = (k, name, *(s[n] for n in slots))
-            if key in self._scaled:
-                return self._scaled[key]
-            value = make()
-            if all(s[n] == incumbent[n] for n in slots):
-                self._scaled[key] = value
-            return value
-
-        lam = layer.g * scale  # (r,)
-        w1 = part("w1", ("a1", "b1"), lambda: (fixed.a1 * lam) @ fixed.b1)  # (out, in)
-        w2 = part("w2", ("a2", "b2"), lambda: (fixed.a2 * lam) @ fixed.b2)  # (out, in)
-        t = part("t", ("shift",), lambda: fixed.t * scale)  # (out, in)
-        w = torch.addcmul(t, fixed.f1, w1).addcmul_(fixed.f2, w2)  # (out, in)
+        with torch.no_grad():
+            w = layer.weight(fixed, layer.g.unsqueeze(0))[0]  # (out, in)
         return dataclasses.replace(fixed, w=w)
 
     def _scorer(self, k: int) -> StageScorer | None:
@@ -217,6 +194,7 @@ class LayerEvaluator:
                     self._state_entering(k)["h"],
                     self.batch.targets,
                     lambda name, seed: self._tensor(k, name, seed),
+                    lambda seed: self._component(k, seed),
                     later,
                     self.model.act_ or self.model.act,
                     self.model.loss_from_logits,
@@ -311,3 +289,33 @@ class LayerEvaluator:
         """Loss of the loaded snapshot on the batch."""
         with torch.no_grad():
             return float(self.model.loss(self.batch))
+
+
+class TensorLRU(OrderedDict):
+    """A layer's cache of generated tensors (a tensor or a tuple of tensors per key), least recently used
+    first; :meth:`trim` drops the oldest until it holds at most ``budget`` bytes."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget, self.nbytes = budget, 0
+
+    @staticmethod
+    def _size(value) -> int:
+        parts = value if isinstance(value, tuple) else (value,)
+        return sum(t.numel() * t.element_size() for t in parts)
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key, value) -> None:
+        if key in self:
+            self.nbytes -= self._size(super().__getitem__(key))
+        super().__setitem__(key, value)
+        self.nbytes += self._size(value)
+
+    def trim(self) -> None:
+        while self.nbytes > self.budget and self:
+            _, value = self.popitem(last=False)
+            self.nbytes -= self._size(value)

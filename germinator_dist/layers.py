@@ -246,7 +246,8 @@ class SeedLinear(nn.Module):
         """Component vectors (a1 (out,), b1 (in,), a2 (out,), b2 (in,)) of each seed, one generator call."""
         seeds = list(dict.fromkeys(int(s) for s in seeds))
         a1, b1, a2, b2 = prng.components(
-            seeds, self.stream, self.out_features, self.in_features, self.int_dtype, dtype=dtype, device=device
+            seeds, self.stream, self.out_features, self.in_features, self.int_dtype,
+            dtype=dtype, device=device,
         )  # each (N, out) or (N, in)
         return {s: (a1[i], b1[i], a2[i], b2[i]) for i, s in enumerate(seeds)}
 
@@ -287,7 +288,8 @@ class SeedLinear(nn.Module):
         a1, b1, a2, b2 = (torch.stack([v[i] for v in vecs]) for i in range(4))  # (r, out), (r, in), ...
 
         def tensor(name: str) -> torch.Tensor:
-            return self._cached((name, lay[name], dev, dtype), lambda: self._tensor(name, lay[name], device, dtype))
+            make = lambda: self._tensor(name, lay[name], device, dtype)  # noqa: E731
+            return self._cached((name, lay[name], dev, dtype), make)
 
         derived = self.cache_derived and self.cache is not None
         pair = (lay["mask"], lay["scale"])

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from germinator_dist import prng
-from germinator_dist.layers import FixedTensors, SeedLinear
 from germinator_dist.errors import SpecError
+from germinator_dist.layers import FixedTensors, SeedLinear
 from germinator_dist.records import N_LAYER_SEEDS
 from germinator_dist.spec import ModelSpec
 
@@ -45,7 +45,7 @@ def initial_seeds(spec: ModelSpec, layer: int) -> tuple[int, ...]:
     holds fewer than ``rank`` distinct seeds."""
     rank, space = spec.rank, 1 << spec.seed_bits
     if rank > space:
-        raise SpecError(f"rank: {rank} components need distinct seeds, seed_bits={spec.seed_bits} has {space}")
+        raise SpecError(f"rank: {rank} distinct component seeds do not fit seed_bits={spec.seed_bits}")
     comps: list[int] = []
     seen: set[int] = set()
     draws = 0

@@ -13,7 +13,7 @@ from germinator_dist.data import load_digits_dataset, load_text_dataset
 from germinator_dist.errors import SpecError
 from germinator_dist.evaluator import LayerEvaluator
 from germinator_dist.model import build_model
-from germinator_dist.records import SEED_NAMES
+from germinator_dist.records import duplicate_component
 from germinator_dist.spec import ModelSpec
 from germinator_dist.stage_scorer import StageScorer
 
@@ -34,16 +34,20 @@ def model_loss(spec, batch, seeds, floats, k=None, cand=None, cand_floats=None) 
 
 
 def mutants(seeds, rng: random.Random, seed_bits: int = 16):
-    """Candidates that change one slot (each slot once, bias alone included), two slots, and every slot."""
-    out = []
-    for slot in range(len(SEED_NAMES)):
-        c = list(seeds)
-        c[slot] = rng.randrange(1 << seed_bits)
-        out.append(tuple(c))
-    c = list(seeds)
-    c[0], c[4] = rng.randrange(1 << seed_bits), rng.randrange(1 << seed_bits)
-    out.append(tuple(c))
-    out.append(tuple(rng.randrange(1 << seed_bits) for _ in seeds))
+    """Candidates that change one slot (each slot once: components, mask, scale, shift, bias alone), two
+    slots (a component and the mask), two components, and every slot; never a duplicate component."""
+
+    def redraw(slots):
+        while True:
+            c = list(seeds)
+            for slot in slots:
+                c[slot] = rng.randrange(1 << seed_bits)
+            if duplicate_component(c) is None:
+                return tuple(c)
+
+    r = len(seeds) - 4
+    out = [redraw([slot]) for slot in range(len(seeds))]
+    out += [redraw([0, r]), redraw([0, r - 1]), redraw(range(len(seeds)))]
     out.append(tuple(seeds))  # the incumbent itself as a candidate
     return out
 
@@ -127,7 +131,7 @@ def test_a_new_snapshot_replaces_every_cached_part(digits):
     cands = mutants(seeds[1], rng)
     ev.evaluate(1, cands)
     # new floats for the searched layer and a downstream one, new seeds upstream: all of it must show
-    seeds2 = [tuple(rng.randrange(1 << 16) for _ in s) if j == 0 else s for j, s in enumerate(seeds)]
+    seeds2 = [mutants(s, rng)[-2] if j == 0 else s for j, s in enumerate(seeds)]  # every slot redrawn
     floats2 = trained_floats(model, rng)
     ev.load_snapshot(seeds2, floats2, versions=(2, 2, 2))
     res = ev.evaluate(1, cands)
@@ -148,9 +152,10 @@ def test_snapshots_that_change_one_layer_keep_only_what_that_layer_does_not_touc
     cands = mutants(seeds[1], rng)
     ev.evaluate(1, cands)
     x_before = ev._state_entering(1)["h"]
-    w1_part = ev._parts[1][1][("w1", seeds[1][0], seeds[1][1])]
+    r = spec.rank
+    w12_part = ev._parts[1][1][("w12", *seeds[1][:r])]
     steps = [  # (layer, new seeds or None, new floats or None)
-        (1, cands[4], None),  # a commit of the searched layer: its mask changes, floats stay
+        (1, cands[r], None),  # a commit of the searched layer: its mask changes, floats stay
         (2, None, trained_floats(model, rng)[2]),  # the trainer publishes a downstream layer's floats
         (1, None, trained_floats(model, rng)[1]),  # ... and the searched layer's floats
         (0, mutants(seeds[0], rng)[0], None),  # an upstream commit
@@ -166,9 +171,9 @@ def test_snapshots_that_change_one_layer_keep_only_what_that_layer_does_not_touc
             assert loss == pytest.approx(model_loss(spec, batch, seeds, floats, 1, cand), rel=1e-5)
         if v == 2:  # layer 1's own commit: its input and its unchanged factor product are reused as they are
             assert ev._state_entering(1)["h"] is x_before
-            assert ev._parts[1][1][("w1", seeds[1][0], seeds[1][1])] is w1_part
-            assert ("f", seeds[1][4], seeds[1][5]) in ev._parts[1][1]  # the new mask's part replaced the old
-            assert len(ev._parts[1][1]) == 5  # only the incumbent's parts are kept
+            assert ev._parts[1][1][("w12", *seeds[1][:r])] is w12_part
+            assert ("f", seeds[1][r], seeds[1][r + 1]) in ev._parts[1][1]  # the new mask part
+            assert len(ev._parts[1][1]) == 4  # only the incumbent's parts are kept
     assert ev._state_entering(1)["h"] is not x_before  # the upstream commit changed layer 1's input
 
 
@@ -179,7 +184,7 @@ def test_tensor_cache_stays_within_its_budget(digits):
     ev.load_snapshot(model.get_seeds(), model.get_floats(), versions=(1, 1))
     rng = random.Random(0)
     for _ in range(12):
-        ev.evaluate(0, [tuple(rng.randrange(1 << 16) for _ in range(8)) for _ in range(4)])
+        ev.evaluate(0, [mutants(model.get_seeds()[0], rng)[-2] for _ in range(4)])
         assert ev._tensor_bytes <= 2**20
 
 
@@ -190,7 +195,9 @@ def test_out_of_range_candidate_is_refused_before_anything_runs(digits):
     ev.load_snapshot(model.get_seeds(), model.get_floats(), versions=(1, 1))
     good = model.get_seeds()[0]
     with pytest.raises(SpecError, match="seeds.mask"):
-        ev.evaluate(0, [good, good[:4] + (1 << 16,) + good[5:]])
+        ev.evaluate(0, [good, good[:2] + (1 << 16,) + good[3:]])
+    with pytest.raises(SpecError, match="seeds.c1: component seed"):
+        ev.evaluate(0, [good, (good[0], good[0]) + good[2:]])
     assert ev.model.layers[0].get_seeds() == good and ev._tensor_bytes == 0
 
 
@@ -210,17 +217,19 @@ def test_many_tensors_in_one_call_have_the_same_bits(monkeypatch, compiled):
     assert prng.int_tensors([]) == [] and prng.bernoulli_masks([], 0.5) == []
 
 
-def test_layer_generate_many_matches_generate():
+def test_layer_tensors_and_components_match_generate():
     from germinator_dist.layers import SeedLinear
 
-    layer = SeedLinear(40, 24, 3, seeds=tuple(range(1, 9)))
-    other = tuple(range(100, 108))
-    many = layer.generate_many([(n, s) for n, s in zip(SEED_NAMES, other)], device="cpu")
+    layer = SeedLinear(40, 24, 3, seeds=tuple(range(1, 8)))
+    other = tuple(range(100, 107))
+    tensors = layer.make_tensors([("mask", 103), ("scale", 104), ("shift", 105), ("bias", 106)], "cpu")
+    comps = layer.make_components(other[:3], "cpu")
     layer.cache = {}
     fixed = layer.generate(seeds=other)
-    raw = {k[0]: v for k, v in layer.cache.items()}
-    assert all(torch.equal(many[(n, s)], raw[n]) for n, s in zip(SEED_NAMES, other))
-    assert torch.equal(fixed.a1, many[("a1", 100)])
+    raw = {(k[0], k[1]): v for k, v in layer.cache.items()}
+    assert all(torch.equal(tensors[key], raw[key]) for key in tensors)
+    for k, seed in enumerate(other[:3]):
+        assert torch.equal(fixed.a1[:, k], comps[seed][0]) and torch.equal(fixed.b2[k], comps[seed][3])
 
 
 def test_batched_generator_bad_input():
