@@ -2,14 +2,19 @@
 
     python benchmarks/bench_proposers.py            # full table (about a minute, one core)
     python benchmarks/bench_proposers.py --quick    # smaller budgets, two rng seeds
+    python benchmarks/bench_proposers.py --rank 32  # a rank-32 layer (36 seeds) instead of rank 4
 
-Objectives (germinator_dist.proposers.toy_objectives), all 8 slots searched, incumbent = all-zero seeds:
+A layer of rank r holds r + 4 seeds: components c0..c{r-1}, then mask, scale, shift, bias (docs/layout.md);
+no candidate repeats a component seed. Objectives (germinator_dist.proposers.toy_objectives), all r + 4
+slots searched, incumbent = components 0..r-1 and all-zero layer seeds:
   * hash8 / hash32: SeparableHashLandscape at 8 / 32-bit seeds -- one random term per slot plus a weak
     coupling of neighbouring slots; lower is better, the floor is about 0 (the start is printed).
-  * hamming8: number of slots that differ from a hidden 8-bit target (8 at the start, 0 at the target).
+  * hamming8: number of slots that differ from a hidden 8-bit target with distinct components (r + 4 at
+    the start, 0 at the target).
 Candidates are asked in batches of 16 (as a driver with work in flight would) and told in reverse order;
 nevergrad gets num_workers=16, the evolutionary proposer its default population of 8.
-The second table is the proposer's own cost per candidate (ask + tell, zero-cost objective).
+The second table is the proposer's own cost per candidate (ask + tell, zero-cost objective) at rank 4
+and rank 32, 32-bit seeds (8-bit for exhaustive).
 """
 
 from __future__ import annotations
@@ -40,20 +45,25 @@ def population_for(proposer: str) -> int:
     return 8 if proposer == "evolutionary" else BATCH
 
 
-def objective_for(name: str, rng_seed: int):
-    if name == "hamming8":
-        target = [(rng_seed * 131 + 17 * k + 1) % 256 for k in range(8)]
+def start_for(rank: int) -> tuple[int, ...]:
+    """The incumbent: distinct components 0..rank-1, then mask, scale, shift, bias all 0."""
+    return (*range(rank), 0, 0, 0, 0)
+
+
+def objective_for(name: str, rng_seed: int, rank: int):
+    if name == "hamming8":  # components (odd step mod 256: distinct for rank <= 256), then layer seeds
+        target = [(rng_seed * 131 + 17 * k + 1) % 256 for k in range(rank + 4)]
         return 8, HammingToTarget(target)
     bits = 8 if name == "hash8" else 32
     return bits, SeparableHashLandscape(salt=1000 + rng_seed)
 
 
-def run_once(proposer: str, objective: str, budget: int, rng_seed: int) -> float | None:
+def run_once(proposer: str, objective: str, budget: int, rng_seed: int, rank: int) -> float | None:
     """Best loss found; None when the proposer does not apply (exhaustive over 2**32 values)."""
-    bits, f = objective_for(objective, rng_seed)
+    bits, f = objective_for(objective, rng_seed, rank)
     if proposer == "exhaustive" and bits > 16:
         return None
-    start = (0,) * 8
+    start = start_for(rank)
     p = make_proposer(
         proposer, seed_bits=bits, budget=budget, population=population_for(proposer), rng_seed=rng_seed,
         incumbent_seeds=start, incumbent_loss=f(start),
@@ -69,9 +79,9 @@ def run_once(proposer: str, objective: str, budget: int, rng_seed: int) -> float
     return p.best()[1]
 
 
-def overhead_us(proposer: str, n: int = 4000) -> float:
+def overhead_us(proposer: str, rank: int, n: int = 4000) -> float:
     p = make_proposer(proposer, seed_bits=32 if proposer != "exhaustive" else 8, budget=n,
-                      population=population_for(proposer), incumbent_seeds=(0,) * 8,
+                      population=population_for(proposer), incumbent_seeds=start_for(rank),
                       incumbent_loss=1.0)  # fmt: skip
     t = time.perf_counter()
     done = 0
@@ -87,25 +97,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="budgets 256 and 1024, two rng seeds")
     ap.add_argument("--seeds", type=int, default=None, help="rng seeds per cell (default 4, quick 2)")
+    ap.add_argument("--rank", type=int, default=4, help="the layer's rank: rank + 4 seeds (default 4)")
     args = ap.parse_args()
+    rank = args.rank
+    if not 1 <= rank <= 256:
+        ap.error(f"--rank {rank}: expected 1..256 (hamming8's components are distinct 8-bit seeds)")
     budgets = (256, 1024) if args.quick else (256, 1024, 4096)
     n_seeds = args.seeds or (2 if args.quick else 4)
     warnings.simplefilter("ignore")
 
-    print(f"best loss found (mean +- sd over {n_seeds} rng seeds; lower is better; batch {BATCH})")
+    print(
+        f"best loss found (rank {rank}: {rank + 4} seeds; mean +- sd over {n_seeds} rng seeds; "
+        f"lower is better; batch {BATCH})"
+    )
     header = f"{'proposer':<28} {'budget':>6}" + "".join(f" {o:>15}" for o in ("hash8", "hash32", "hamming8"))
     print(header)
     print("-" * len(header))
     starts = []
     for objective in ("hash8", "hash32", "hamming8"):
-        losses = [objective_for(objective, s)[1]((0,) * 8) for s in range(n_seeds)]
+        losses = [objective_for(objective, s, rank)[1](start_for(rank)) for s in range(n_seeds)]
         starts.append(f"{statistics.mean(losses):>8.3f}       ")
     print(f"{'(start: the incumbent)':<28} {0:>6}" + "".join(f" {c}" for c in starts))
     for proposer in PROPOSERS:
         for budget in budgets:
             cells = []
             for objective in ("hash8", "hash32", "hamming8"):
-                found = [run_once(proposer, objective, budget, s) for s in range(n_seeds)]
+                found = [run_once(proposer, objective, budget, s, rank) for s in range(n_seeds)]
                 if found[0] is None:
                     cells.append(f"{'n/a':>15}")
                 else:
@@ -114,10 +131,14 @@ def main() -> None:
             print(f"{proposer:<28} {budget:>6}" + "".join(f" {c}" for c in cells))
     print()
     print("proposer overhead per candidate (ask + tell, zero-cost objective)")
-    print(f"{'proposer':<28} {'us/cand':>8} {'cand/s':>9}")
+    ranks = (4, 32)
+    print(f"{'proposer':<28}" + "".join(f" {f'us r={r}':>8} {f'cand/s r={r}':>12}" for r in ranks))
     for proposer in PROPOSERS:
-        us = overhead_us(proposer)
-        print(f"{proposer:<28} {us:>8.1f} {1e6 / us:>9.0f}")
+        cells = []
+        for r in ranks:
+            us = overhead_us(proposer, r)
+            cells.append(f" {us:>8.1f} {1e6 / us:>12.0f}")
+        print(f"{proposer:<28}" + "".join(cells))
 
 
 if __name__ == "__main__":

@@ -25,11 +25,14 @@ from collections import OrderedDict
 
 import torch
 
-from germinator_dist.layers import FixedTensors
+from germinator_dist.errors import SpecError
+from germinator_dist.layers import FixedTensors, component_phi
 from germinator_dist.model import Batch, GerminatorMLP, GerminatorModel, build_model
-from germinator_dist.records import LAYER_SEED_NAMES, EvalResult
+from germinator_dist.records import LAYER_SEED_NAMES, EvalResult, SlotSwap, SwapResult, SwapTask
 from germinator_dist.spec import ModelSpec
 from germinator_dist.stage_scorer import StageScorer
+from germinator_dist.swap_proposer import expand_block
+from germinator_dist.swap_scorer import SwapScorer
 
 
 class LayerEvaluator:
@@ -54,6 +57,7 @@ class LayerEvaluator:
         self._scorers: dict[int, StageScorer | None] = {}  # layer -> its no-refit scorer for the snapshot
         self._parts: dict[int, tuple] = {}  # layer -> (its floats, its scorer's incumbent parts by seeds)
         self._loaded: list[tuple] = []  # per layer: (seeds, floats) as loaded
+        self._swap: dict[tuple, object] = {}  # per snapshot: (layer, mode) -> SwapScorer, (layer, slot) -> W0
         self._tensor_budget = int(tensor_cache_mb * 2**20)
         share = self._tensor_budget // max(1, len(self.model.layers))
         for layer in self.model.layers:
@@ -83,6 +87,7 @@ class LayerEvaluator:
         if not changed:  # new versions, same contents (e.g. the trainer republished): every number holds
             return
         first = min(changed)
+        self._swap = {}
         self._prefix = {j: state for j, state in self._prefix.items() if j <= first}  # depends on layers < j
         self._incumbent = {}
         self._fixed_after = {j: f for j, f in self._fixed_after.items() if j not in changed}
@@ -281,6 +286,137 @@ class LayerEvaluator:
             incumbent_floats=inc_floats,
             losses=tuple(losses),
             floats=tuple(floats),
+            worker=self.worker_id,
+            seconds=time.perf_counter() - t0,
+        )
+
+    # ---- swaps (docs/learning.md): screen by the gradient, verify on the loss --------------------------
+    def _grad(self, k: int) -> torch.Tensor:
+        """dL/dW of layer k (out, in) on the batch for the loaded snapshot, the routing groups summed."""
+        layer = self.model.layers[k]
+        probe = torch.zeros(layer.out_features, layer.in_features, device=self.device, requires_grad=True)
+        layer.probe = probe
+        try:
+            with torch.enable_grad():
+                self._loss(k, self._state_entering(k), self._fixed(k, layer.get_seeds())).backward()
+        finally:
+            layer.probe = None
+        return probe.grad
+
+    def _swap_scorer(self, k: int, mode: str) -> SwapScorer:
+        key = (k, mode)
+        if key not in self._swap:
+            layer = self.model.layers[k]
+            fixed = self._fixed(k, layer.get_seeds())
+            grad = self._grad(k) if mode == "screen" else None
+            self._swap[key] = SwapScorer(layer, grad, fixed.f1, fixed.f2, self._loss_with(k, fixed))
+        return self._swap[key]
+
+    def _loss_with(self, k: int, fixed: FixedTensors):
+        """``loss_with(slot, seed, comp, g_scaled)`` for layer k (see SwapScorer): on a classifier stage the
+        incumbent's W less slot k's term plus the candidate's (one (out, in) pass and the later layers);
+        elsewhere the layer's own forward with the slot's seed and floats set."""
+        layer = self.model.layers[k]
+        scorer = self._scorer(k)
+        seeds = layer.get_seeds()
+        if scorer is not None:
+            phi_buf, w_buf = torch.empty_like(fixed.f1), torch.empty_like(fixed.f1)
+            lam = scorer.lam  # (r,) alpha c g
+
+            def without(slot: int) -> torch.Tensor:  # W with slot's component removed, kept per snapshot
+                if (k, slot) not in self._swap:
+                    old = self._component(k, seeds[slot])
+                    phi_old = component_phi(fixed.f1, fixed.f2, old)  # (out, in)
+                    self._swap[(k, slot)] = scorer.incumbent_weight() - float(lam[slot]) * phi_old
+                return self._swap[(k, slot)]
+
+            def fast(slot: int, seed: int, comp, g_scaled: float) -> float:
+                with torch.no_grad():
+                    phi = component_phi(fixed.f1, fixed.f2, comp, out=phi_buf)  # (out, in)
+                    w = torch.add(without(slot), phi, alpha=g_scaled, out=w_buf)
+                    loss = float(scorer.loss_of_weight(w))
+                return loss if math.isfinite(loss) else math.inf
+
+            return fast
+        state = self._state_entering(k)
+        scale = float(layer.alpha * layer.c)
+
+        def generic(slot: int, seed: int, comp, g_scaled: float) -> float:
+            cand = list(seeds)
+            cand[slot] = seed
+            layer.set_seeds(cand)
+            with torch.no_grad():
+                g_old, e_old = float(layer.g[slot]), layer.experts[:, slot].clone()
+                layer.g[slot] = g_scaled / scale
+                layer.experts[:, slot] = 0.0
+                try:
+                    loss = float(self._loss(k, state, self._fixed(k, cand)))
+                finally:
+                    layer.g[slot] = g_old
+                    layer.experts[:, slot] = e_old
+                    layer.set_seeds(seeds)
+            return loss if math.isfinite(loss) else math.inf
+
+        return generic
+
+    def swap(self, task: SwapTask, seed_bits: int) -> SwapResult:
+        """Per slot of ``task``, the best verified swap against the loaded snapshot (DESIGN: screen the
+        candidates by ``<G, Phi>``, verify the top K with a line search of the slot's rank scalar), and
+        the incumbent's loss measured in the same call. Raises SpecError for a slot outside the rank."""
+        t0 = time.perf_counter()
+        k = task.layer
+        layer = self.model.layers[k]
+        seeds, floats0 = layer.get_seeds(), layer.get_floats()
+        for st in task.slots:
+            if not 0 <= st.slot < layer.rank:
+                raise SpecError(f"slots: slot {st.slot} is outside [0, {layer.rank}) for layer {k}")
+        key = (k, 0, 0.0)
+        if key not in self._incumbent:
+            scorer = self._scorer(k)
+            if scorer is not None:
+                self._incumbent[key] = (scorer.losses([seeds])[0], tuple(floats0))
+            else:
+                self._incumbent[key] = self._score(k, seeds, floats0, 0, 0.0)
+        inc_loss = self._incumbent[key][0]
+        sw = self._swap_scorer(k, task.mode)
+        held = set(seeds[: layer.rank])
+        n_experts = sum(layer.splits)
+        out = []
+        try:
+            for st in task.slots:
+                cands = [c for c in dict.fromkeys(expand_block(st.block, seed_bits)) if c not in held]
+                if task.mode == "screen" and cands:
+                    scores = sw.screen(cands)  # (N,)
+                    top = scores.abs().topk(min(task.top_k, len(cands))).indices.tolist()
+                    picks = [(cands[j], (-1.0 if float(scores[j]) > 0 else 1.0,)) for j in top]
+                else:
+                    picks = [(c, (1.0, -1.0)) for c in cands[: task.top_k]]
+                comps = layer.make_components([c for c, _ in picks], self.device) if picks else {}
+                best_loss, best_seed, best_g = inc_loss, None, 0.0
+                for seed, signs in picks:
+                    loss, g, _ = sw.verify(st.slot, seed, comps[seed], signs)
+                    if loss < best_loss:
+                        best_loss, best_seed, best_g = loss, seed, g
+                out.append(
+                    SlotSwap(
+                        slot=st.slot,
+                        slot_gen=st.slot_gen,
+                        seed=best_seed,
+                        slot_floats=(best_g, *([0.0] * n_experts)) if best_seed is not None else (),
+                        loss=best_loss if best_seed is not None else math.inf,
+                        screened=len(cands) if task.mode == "screen" else 0,
+                        verified=len(picks),
+                    )
+                )
+        finally:
+            layer.set_seeds(seeds)
+            layer.set_floats(floats0)
+            self._trim()
+        return SwapResult(
+            layer=k,
+            versions=self._versions or (),
+            incumbent_loss=inc_loss,
+            swaps=tuple(out),
             worker=self.worker_id,
             seconds=time.perf_counter() - t0,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from germinator_dist.errors import SpecError
-from germinator_dist.records import N_SEEDS
+from germinator_dist.records import n_seeds, rank_of
 from germinator_dist.spec import ModelSpec, format_validation_error
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -65,7 +66,9 @@ class SearchSpec(_Frozen):
     schedule: Literal["round_robin", "all"] = "round_robin"
     calls_per_layer: int = Field(default=4, ge=1)  # round_robin: calls on a layer before moving on
     layers: tuple[int, ...] | None = None  # which layers to search (default all)
-    slots: tuple[int, ...] | None = None  # which seed slots (indices into SEED_NAMES; default all)
+    # which seed slots: indices into a layer's rank + 4 seeds (c0..c{r-1}, mask, scale, shift, bias;
+    # docs/layout.md); default all. Checked against each searched layer's rank.
+    slots: tuple[int, ...] | None = None
     refit_steps: int = Field(default=0, ge=0, le=10_000)
     refit_lr: float = Field(default=0.02, gt=0, le=10)
     rng_seed: int = Field(default=0, ge=0)
@@ -148,16 +151,58 @@ def parse_job_spec(data: Any, source: str = "spec") -> JobSpec:
     if spec.mode != "train":
         from germinator_dist.proposers import make_proposer
 
-        try:
+        try:  # every layer has the model's rank: one check covers them
             make_proposer(spec.search.proposer, **_proposer_fields(spec, layer_seeds=None))
         except SpecError as exc:
-            raise SpecError(f"search.{exc}" if not str(exc).startswith("search.") else str(exc)) from None
+            named = str(exc).startswith(("search.", "model."))
+            raise SpecError(str(exc) if named else f"search.{exc}") from None
     return spec
 
 
-def _proposer_fields(spec: JobSpec, layer_seeds) -> dict:
+# fields make_proposer takes from the spec itself: search.options may not set them
+_SPEC_PROPOSER_FIELDS = ("seed_bits", "population", "rng_seed", "budget", "slots", "rank", "layer",
+                         "incumbent_seeds", "incumbent_loss")  # fmt: skip
+
+
+def _proposer_fields(
+    spec: JobSpec, layer_seeds: Sequence[int] | int | None, layer: int | None = None
+) -> dict:
+    """Keyword arguments of ``proposers.make_proposer`` for one layer (all but the name and the loss).
+
+    ``layer_seeds`` is the layer's incumbent (its length gives the rank), or its seed count, or None for
+    a layer of the model's rank; without an incumbent a placeholder of distinct component seeds stands
+    in (``0..rank-1``, then four zeros). ``search.slots`` is checked against the layer's ``rank + 4``
+    seeds; ``layer`` names the layer in errors and in the proposer. Raises SpecError naming
+    ``search.slots`` or ``search.options.<field>`` and the value.
+    """
+    from germinator_dist.proposers.base import check_rank, check_slots
+
     s = spec.search
-    fields = dict(
+    clash = [k for k in s.options if k in _SPEC_PROPOSER_FIELDS]
+    if clash:
+        raise SpecError(
+            f"search.options.{clash[0]}: set by the spec (model.seed_bits, search.population, "
+            f"search.rng_seed, search.budget_evals, search.slots, the layer), not by options "
+            f"(value {s.options[clash[0]]!r})"
+        )
+    if layer_seeds is None or isinstance(layer_seeds, int):
+        count = n_seeds(spec.model.rank) if layer_seeds is None else layer_seeds
+        try:
+            rank = rank_of(count)
+        except ValueError as exc:
+            raise SpecError(f"layer_seeds={count!r}: {exc}") from None
+        check_rank(
+            rank, spec.model.seed_bits, field="model.rank" if layer_seeds is None else "rank", layer=layer
+        )
+        incumbent = (*range(rank), 0, 0, 0, 0)
+    else:
+        incumbent = tuple(layer_seeds)
+        try:
+            rank = rank_of(len(incumbent))
+        except ValueError as exc:
+            where = f"layer {layer}" if layer is not None else "layer_seeds"
+            raise SpecError(f"{where}: {exc}") from None
+    fields: dict[str, Any] = dict(
         seed_bits=spec.model.seed_bits,
         population=s.population,
         rng_seed=s.rng_seed,
@@ -165,8 +210,11 @@ def _proposer_fields(spec: JobSpec, layer_seeds) -> dict:
         **s.options,
     )
     if s.slots is not None:
-        fields["slots"] = tuple(s.slots)
-    fields["incumbent_seeds"] = tuple(layer_seeds) if layer_seeds is not None else (0,) * N_SEEDS
+        fields["slots"] = check_slots(s.slots, rank, field="search.slots", layer=layer)
+    fields["incumbent_seeds"] = incumbent
+    fields["rank"] = rank
+    if layer is not None:
+        fields["layer"] = layer
     return fields
 
 

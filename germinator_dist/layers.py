@@ -134,6 +134,8 @@ class SeedLinear(nn.Module):
         # with a cache, also keep the products F1, F2 (per mask and scale seed) and sigma_t * T (per shift
         # seed): an evaluator whose candidates change one slot at a time then skips their recomputation
         self.cache_derived = False
+        # a (out, in) tensor added to every routing group's W when set: the search takes dL/dW from its grad
+        self.probe: torch.Tensor | None = None
         if seeds is not None:
             self.set_seeds(seeds)
 
@@ -375,7 +377,7 @@ class SeedLinear(nn.Module):
         bias = self.beta * fixed.bias  # (out,)
         if not self.splits:
             w = self.weight(fixed, self.g.unsqueeze(0))[0] if fixed.w is None else fixed.w  # (out, in)
-            return F.linear(x, w, bias)  # x @ w.T + bias in one call
+            return F.linear(x, w if self.probe is None else w + self.probe, bias)  # x @ w.T + bias
         if token_ids is None:
             raise SpecError(
                 f"token_ids: layer {self.stream} has expert splits {list(self.splits)} and needs them"
@@ -383,7 +385,9 @@ class SeedLinear(nn.Module):
         gid = self.group_ids(token_ids)  # (...)
         present = torch.unique(gid)  # (G',)
         out = x.new_empty(*x.shape[:-1], self.out_features)
-        for group, w in zip(present.tolist(), self.weight(fixed, self.lam(present))):  # w (out, in)
+        ws = self.weight(fixed, self.lam(present))  # (G', out, in)
+        ws = ws if self.probe is None else ws + self.probe
+        for group, w in zip(present.tolist(), ws):  # w (out, in)
             sel = gid == group
             out[sel] = x[sel] @ w.T
         return out + bias
@@ -400,6 +404,8 @@ class SeedLinear(nn.Module):
         w1 = fixed.a1 @ (lam.T * b1)  # (out, N)
         w2 = fixed.a2 @ (lam.T * b2)  # (out, N)
         cols = (self.alpha * self.c) * compose(fixed.f1[:, flat], w1, fixed.f2[:, flat], w2, fixed.t[:, flat])
+        if self.probe is not None:
+            cols = cols + self.probe[:, flat]  # (out, N)
         return (cols.T + self.beta * fixed.bias).reshape(*token_ids.shape, self.out_features)
 
     def extra_repr(self) -> str:

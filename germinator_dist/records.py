@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -150,6 +151,34 @@ class EvalResult(_Record):
     floats: tuple[tuple[float, ...], ...]  # refitted floats per candidate (== incumbent's when no refit)
     worker: str = ""
     seconds: float = 0.0
+
+
+class CandidateBlock(_Record):
+    """Candidate component seeds, compactly: ``range``: ``start, start + 1, ...`` modulo 2**seed_bits (an
+    exhaustive sweep of narrow seed spaces); ``draw``: ``count`` seeds drawn by the generator keyed by
+    ``start`` (wide seeds). Expanded by ``swap_proposer.expand_block``."""
+
+    kind: Literal["range", "draw"]
+    start: int = Field(ge=0)
+    count: int = Field(ge=1, le=1 << 20)
+
+
+class SlotTask(_Record):
+    """One component slot to attack, the generation it is at in the snapshot, and its candidates."""
+
+    slot: int = Field(ge=0)
+    slot_gen: int = Field(ge=0)
+    block: CandidateBlock
+
+
+class SwapTask(_Record):
+    """A swap call for one layer: screen each slot's candidates by the gradient (``screen``) or not
+    (``loss``), verify the best ``top_k`` on the fitness loss, return per slot the best swap."""
+
+    layer: int = Field(ge=0)
+    slots: tuple[SlotTask, ...]
+    mode: Literal["screen", "loss"] = "screen"
+    top_k: int = Field(default=4, ge=1, le=256)
 
 
 class SlotSwap(_Record):

@@ -1,11 +1,17 @@
 """Ask/tell protocol over one layer's seed vector, and the bookkeeping every proposer shares.
 
-A proposer searches some of a layer's seed slots (``slots``: indices into ``SEED_NAMES``) and never
-changes the others: every candidate is the current incumbent with only searched slots replaced, and
-every seed is a Python ``int`` in ``[0, 2**seed_bits)``.
+A layer of rank r holds ``n = r + 4`` seeds (docs/layout.md): the component seeds ``c0 .. c{r-1}``, then
+``mask, scale, shift, bias`` (``records.seed_names(r)``). A proposer learns r from the incumbent's length
+(or from ``config.rank``, which the incumbent must then match). It searches some of the slots (``slots``:
+indices into that vector, default all n) and never changes the others: every candidate is the current
+incumbent with only searched slots replaced, and every seed is a Python ``int`` in ``[0, 2**seed_bits)``.
 
 Conventions shared by all proposers:
   * ``ask(n)`` hands out full seed vectors as ``Candidate`` records, each with a fresh, unique ``tag``.
+  * No candidate holds the same component seed twice (``records.duplicate_component``; the layer seeds
+    may repeat): a proposer redraws a searched component slot whose seed another component holds, or
+    skips that candidate. An incumbent, a told Candidate or a loaded state with a repeated component seed
+    is refused (SpecError naming the slot).
   * ``tell(candidate_or_tag, loss)`` may arrive in any order; candidates never told (a dead worker, a
     dropped batch) stay pending until ``discard(tag)`` or until ``max_pending`` newer ones push them
     out. A tag is consumed once: a second tell of it (a re-dispatched batch that came back twice) is
@@ -13,11 +19,13 @@ Conventions shared by all proposers:
   * ``set_incumbent(seeds, loss)`` is authoritative: the table's row may have been moved by another
     driver, the trainer or a resume. ``best()`` restarts from it. If it changed an unsearched slot the
     landscape changed, so history is dropped; results told afterwards for candidates built on the old
-    unsearched slots are ignored.
+    unsearched slots are ignored. Its length must stay ``n`` (a layer does not change rank under a
+    proposer: build a new one).
   * ``budget`` is the number of evaluations planned; proposers use it to shape the search (mutation
     decay, nevergrad's own planning) but keep answering asks past it.
   * ``state_dict()`` is plain JSON (ints, floats, strings, lists; non-finite losses as ``None``; rng
-    state as hex strings), and ``load_state_dict`` restores it into a proposer of the same kind.
+    state as hex strings) and records the rank; ``load_state_dict`` restores it into a proposer of the
+    same kind, seed width, rank and slots (a state saved for a vector of another length is refused).
 """
 
 from __future__ import annotations
@@ -27,13 +35,22 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from germinator_dist.errors import SpecError
-from germinator_dist.records import N_SEEDS, SEED_NAMES, Candidate
+from germinator_dist.records import (
+    MAX_RANK,
+    N_LAYER_SEEDS,
+    Candidate,
+    duplicate_component,
+    n_seeds,
+    rank_of,
+    seed_names,
+)
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: rank-stacked vectors (rank + 4 seeds); 1 held the old 8 fixed seeds
 SEED_BITS_ALLOWED = (8, 16, 32, 63)
+_REDRAW_TRIES = 64  # random redraws of a repeated component seed before enumerating the free values
 
 
 class ProposerConfig(BaseModel):
@@ -42,22 +59,14 @@ class ProposerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     seed_bits: Literal[8, 16, 32, 63]
-    slots: tuple[int, ...] = tuple(range(N_SEEDS))
+    # which seed slots are searched (indices into the layer's rank + 4 seeds); None: all of them. Checked
+    # against the layer's seed count when the proposer is built, which stores the sorted, resolved list.
+    slots: tuple[int, ...] | None = None
+    # the layer's rank; None: the incumbent's length decides (the proposer stores the rank it found)
+    rank: int | None = Field(default=None, ge=1, le=MAX_RANK)
     budget: int = Field(ge=1)
     rng_seed: int = Field(default=0, ge=0)
     max_pending: int = Field(default=65536, ge=1)
-
-    @field_validator("slots")
-    @classmethod
-    def _check_slots(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v:
-            raise ValueError("at least one slot must be searched")
-        if len(set(v)) != len(v):
-            raise ValueError(f"slots repeat: {list(v)}")
-        bad = [s for s in v if not 0 <= s < N_SEEDS]
-        if bad:
-            raise ValueError(f"slot indices must be in [0, {N_SEEDS}) (SEED_NAMES {SEED_NAMES}), got {bad}")
-        return tuple(sorted(v))
 
 
 def build_config(config_class: type[ProposerConfig], where: str, fields: dict[str, Any]) -> ProposerConfig:
@@ -145,18 +154,105 @@ def tag_of(candidate: Candidate | int) -> int:
     raise SpecError(f"candidate={candidate!r}: expected a Candidate or its integer tag")
 
 
-def check_seed_vector(seeds: Sequence[int], seed_bits: int, field: str) -> tuple[int, ...]:
-    """``seeds`` as a tuple of Python ints; raises SpecError unless N_SEEDS values in [0, 2**seed_bits)."""
-    try:
-        values = tuple(int(s) for s in seeds)
-    except (TypeError, ValueError):
-        raise SpecError(f"{field}={seeds!r}: expected {N_SEEDS} integer seeds") from None
-    if len(values) != N_SEEDS:
-        raise SpecError(f"{field}={list(values)}: expected {N_SEEDS} seeds {SEED_NAMES}, got {len(values)}")
+def _for_layer(rank: int, layer: int | None) -> str:
+    return f"for layer {layer} (rank {rank})" if layer is not None else f"for rank {rank}"
+
+
+def check_rank(rank: int, seed_bits: int, field: str = "rank", layer: int | None = None) -> int:
+    """``rank`` if its components can hold distinct seeds of ``seed_bits`` bits; raises SpecError if not."""
+    if rank > 1 << seed_bits:
+        raise SpecError(
+            f"{field}={rank}: {rank} components need distinct seeds but seed_bits={seed_bits} has only "
+            f"{1 << seed_bits} values" + ("" if layer is None else f" (layer {layer})")
+        )
+    return rank
+
+
+def check_slots(
+    slots: Iterable[int] | None, rank: int, field: str = "slots", layer: int | None = None
+) -> tuple[int, ...]:
+    """The searched slots of a rank-``rank`` layer, sorted; ``None`` means all ``rank + 4``.
+
+    Raises SpecError (one line, naming ``field`` and the value) unless they are distinct integers in
+    ``[0, rank + 4)``, at least one.
+    """
+    n = n_seeds(rank)
+    if slots is None:
+        return tuple(range(n))
+    if isinstance(slots, str | bytes) or not isinstance(slots, Iterable):
+        raise SpecError(
+            f"{field}={slots!r}: expected a list of slot indices in [0, {n}) {_for_layer(rank, layer)}"
+        )
+    values = list(slots)
+    if not values:
+        raise SpecError(f"{field}=[]: name at least one slot in [0, {n}) {_for_layer(rank, layer)}")
+    out: list[int] = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise SpecError(f"{field}: slot {v!r} is not an integer index into the layer's {n} seeds")
+        if not 0 <= int(v) < n:
+            raise SpecError(f"{field}: slot {int(v)} is outside [0, {n}) {_for_layer(rank, layer)}")
+        if int(v) in out:
+            raise SpecError(f"{field}: slot {int(v)} is named twice (value {[int(x) for x in values]})")
+        out.append(int(v))
+    return tuple(sorted(out))
+
+
+def check_seed_vector(
+    seeds: Sequence[int],
+    seed_bits: int,
+    field: str,
+    rank: int | None = None,
+    layer: int | None = None,
+) -> tuple[int, ...]:
+    """``seeds`` as a tuple of Python ints; raises SpecError (naming ``field``, slot and value) unless it is
+    one layer's vector -- ``rank + 4`` seeds (any rank when ``rank`` is None), each an integer in
+    ``[0, 2**seed_bits)``, no component seed repeated."""
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence | np.ndarray):
+        raise SpecError(f"{field}={seeds!r}: expected a list of integer seeds")
+    values = tuple(seeds)
+    if rank is None:
+        try:
+            rank = rank_of(len(values))
+        except ValueError:
+            raise SpecError(
+                f"{field}: {len(values)} seeds is no layer's vector (rank + {N_LAYER_SEEDS}: components "
+                f"c0..c(rank-1), then mask, scale, shift, bias; rank 1..{MAX_RANK})"
+            ) from None
+    elif len(values) != n_seeds(rank):
+        raise SpecError(
+            f"{field}: expected {n_seeds(rank)} seeds {_for_layer(rank, layer)} (c0..c{rank - 1}, mask, "
+            f"scale, shift, bias), got {len(values)}"
+        )
+    names = seed_names(rank)
+    out = []
     for i, s in enumerate(values):
+        if isinstance(s, bool) or not isinstance(s, int | np.integer):
+            raise SpecError(f"{field}[{i}]={s!r}: not an integer ({names[i]})")
         if not 0 <= s < (1 << seed_bits):
-            raise SpecError(f"{field}[{i}]={s}: outside [0, 2**{seed_bits}) ({SEED_NAMES[i]})")
-    return values
+            raise SpecError(f"{field}[{i}]={int(s)}: outside [0, 2**{seed_bits}) ({names[i]})")
+        out.append(int(s))
+    dup = duplicate_component(out)
+    if dup is not None:
+        first = out.index(out[dup])
+        raise SpecError(
+            f"{field}[{dup}]={out[dup]}: component c{dup} repeats the seed of c{first} "
+            "(a layer never holds the same component seed twice)"
+        )
+    return tuple(out)
+
+
+def check_state_format(state: Any) -> None:
+    """Raise SpecError unless ``state`` is a dict written by this ``state_dict`` format."""
+    if not isinstance(state, dict):
+        raise SpecError(f"state={type(state).__name__}: expected a dict from state_dict()")
+    if state.get("format") == 1:
+        raise SpecError(
+            "state.format=1: saved for the old 8-seed layout (a1, b1, a2, b2, ...), not rank + 4 "
+            f"seeds; expected {STATE_FORMAT}"
+        )
+    if state.get("format") != STATE_FORMAT:
+        raise SpecError(f"state.format={state.get('format')!r}: expected {STATE_FORMAT}")
 
 
 # ----------------------------------------------------------------------------- shared base
@@ -173,19 +269,37 @@ class BaseProposer:
     config_class: ClassVar[type[ProposerConfig]] = ProposerConfig
 
     def __init__(
-        self, config: ProposerConfig, incumbent_seeds: Sequence[int], incumbent_loss: float = math.inf
+        self,
+        config: ProposerConfig,
+        incumbent_seeds: Sequence[int],
+        incumbent_loss: float = math.inf,
+        *,
+        layer: int | None = None,
     ):
-        """Raises SpecError if the config is of the wrong class or the incumbent is out of range."""
+        """Raises SpecError if the config is of the wrong class, the incumbent is not one layer's vector
+        (``config.rank + 4`` seeds when the config names a rank) of distinct components in
+        ``[0, 2**seed_bits)``, or a slot lies outside it. ``layer`` only names the layer in errors.
+
+        ``self.config`` is the given config with ``rank`` and ``slots`` resolved (what ``state_dict`` saves).
+        """
         if not isinstance(config, self.config_class):
             raise SpecError(
                 f"{self.kind}: config={type(config).__name__}: expected {self.config_class.__name__}"
             )
-        self.config = config
+        self.layer = layer
         self.seed_bits: int = config.seed_bits
-        self.slots: tuple[int, ...] = config.slots
-        self.unsearched: tuple[int, ...] = tuple(i for i in range(N_SEEDS) if i not in config.slots)
         self.seed_space: int = 1 << config.seed_bits
-        seeds = check_seed_vector(incumbent_seeds, self.seed_bits, "incumbent_seeds")
+        if config.rank is not None:
+            check_rank(config.rank, self.seed_bits, layer=layer)
+        seeds = check_seed_vector(incumbent_seeds, self.seed_bits, "incumbent_seeds", config.rank, layer)
+        self.rank: int = len(seeds) - N_LAYER_SEEDS
+        self.n_seeds: int = len(seeds)
+        check_rank(self.rank, self.seed_bits, layer=layer)  # (a longer vector repeated a seed already)
+        self.slots: tuple[int, ...] = check_slots(config.slots, self.rank, layer=layer)
+        searched = set(self.slots)
+        self.unsearched: tuple[int, ...] = tuple(i for i in range(self.n_seeds) if i not in searched)
+        self.searched_components: tuple[int, ...] = tuple(i for i in self.slots if i < self.rank)
+        self.config = config.model_copy(update={"rank": self.rank, "slots": self.slots})
         loss = clean_loss(incumbent_loss)
         self._incumbent: tuple[tuple[int, ...], float] = (seeds, loss)
         self._best: tuple[tuple[int, ...], float] = (seeds, loss)
@@ -198,9 +312,11 @@ class BaseProposer:
         self._rng = np.random.default_rng(config.rng_seed)
 
     @classmethod
-    def from_incumbent(cls, seeds: Sequence[int], loss: float = math.inf, **fields: Any) -> Self:
+    def from_incumbent(
+        cls, seeds: Sequence[int], loss: float = math.inf, *, layer: int | None = None, **fields: Any
+    ) -> Self:
         """A fresh proposer around the table's incumbent (no saved state); raises SpecError on bad fields."""
-        return cls(build_config(cls.config_class, cls.kind, fields), seeds, loss)
+        return cls(build_config(cls.config_class, cls.kind, fields), seeds, loss, layer=layer)
 
     # ------------------------------------------------------------------ public API
 
@@ -241,11 +357,15 @@ class BaseProposer:
     def tell(self, candidate: Candidate | int, loss: float) -> bool:
         """Report a loss for an asked candidate (any order). Returns False if it was ignored.
 
-        Raises SpecError if ``loss`` is not a number or ``candidate`` is neither a Candidate nor a tag.
+        Raises SpecError if ``loss`` is not a number, ``candidate`` is neither a Candidate nor a tag, or a
+        Candidate's seeds are not those asked under its tag (a repeated component seed is named).
         """
         value = clean_loss(loss)
         tag = tag_of(candidate)
-        seeds = self._pending.pop(tag, None)
+        seeds = self._pending.get(tag)
+        if isinstance(candidate, Candidate) and candidate.seeds is not seeds and candidate.seeds != seeds:
+            self._check_told(candidate)
+        self._pending.pop(tag, None)
         meta = self._pending_meta.pop(tag, None)
         if seeds is None or any(seeds[i] != self._incumbent[0][i] for i in self.unsearched):
             self.ignored += 1
@@ -268,8 +388,9 @@ class BaseProposer:
         return self._pending.pop(tag, None) is not None
 
     def set_incumbent(self, seeds: Sequence[int], loss: float) -> None:
-        """Adopt the table's current row for this layer; raises SpecError if the seeds are out of range."""
-        new = (check_seed_vector(seeds, self.seed_bits, "incumbent_seeds"), clean_loss(loss))
+        """Adopt the table's current row for this layer; raises SpecError if the seeds are out of range,
+        repeat a component seed, or are not ``rank + 4`` long (this proposer's rank)."""
+        new = (self.check_vector(seeds, "incumbent_seeds"), clean_loss(loss))
         old = self._incumbent
         rebased = any(new[0][i] != old[0][i] for i in self.unsearched)
         self._incumbent = new
@@ -281,6 +402,8 @@ class BaseProposer:
         state: dict[str, Any] = {
             "format": STATE_FORMAT,
             "kind": self.kind,
+            "rank": self.rank,
+            "n_seeds": self.n_seeds,
             "config": self.config.model_dump(mode="json"),
             "incumbent": {"seeds": list(self._incumbent[0]), "loss": loss_to_json(self._incumbent[1])},
             "best": {"seeds": list(self._best[0]), "loss": loss_to_json(self._best[1])},
@@ -295,48 +418,108 @@ class BaseProposer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a saved state; raises SpecError if it is malformed or of another kind/seed space.
+        """Continue from a saved state; raises SpecError (and changes nothing) if it is malformed, of another
+        kind, seed width or slots, saved for a vector of another length (rank), or holds a vector with a
+        repeated component seed.
 
         The tunables (budget, population, ...) stay as this proposer was built, so a resume may change them.
         """
-        if not isinstance(state, dict):
-            raise SpecError(f"state={type(state).__name__}: expected a dict from state_dict()")
-        for key, want in (("format", STATE_FORMAT), ("kind", self.kind)):
-            if state.get(key) != want:
-                raise SpecError(f"state.{key}={state.get(key)!r}: expected {want!r}")
+        check_state_format(state)
+        if state.get("kind") != self.kind:
+            raise SpecError(f"state.kind={state.get('kind')!r}: expected {self.kind!r}")
+        if state.get("rank") != self.rank or state.get("n_seeds") != self.n_seeds:
+            raise SpecError(
+                f"state.rank={state.get('rank')!r}: saved for {state.get('n_seeds')!r} seeds, but this "
+                f"proposer's layer has rank {self.rank} ({self.n_seeds} seeds)"
+            )
         cfg = state.get("config") or {}
         if cfg.get("seed_bits") != self.seed_bits:
             raise SpecError(
                 f"state.config.seed_bits={cfg.get('seed_bits')!r}: this proposer has {self.seed_bits}"
             )
-        if tuple(cfg.get("slots") or ()) != self.slots:
+        if cfg.get("slots") is None or tuple(cfg["slots"]) != self.slots:
             raise SpecError(f"state.config.slots={cfg.get('slots')!r}: this proposer has {list(self.slots)}")
+        before = dict(self.__dict__)  # a refused state leaves this proposer as it was
         try:
             inc, best = state["incumbent"], state["best"]
             self._incumbent = (
-                check_seed_vector(inc["seeds"], self.seed_bits, "state.incumbent.seeds"),
+                self.check_vector(inc["seeds"], "state.incumbent.seeds"),
                 loss_from_json(inc["loss"]),
             )
-            self._best = (
-                check_seed_vector(best["seeds"], self.seed_bits, "state.best.seeds"),
-                loss_from_json(best["loss"]),
-            )
+            self._best = (self.check_vector(best["seeds"], "state.best.seeds"), loss_from_json(best["loss"]))
             self._next_tag = int(state["next_tag"])
             self.asked, self.told = int(state["asked"]), int(state["told"])
             self.ignored = int(state.get("ignored", 0))
             self._pending = {
-                int(tag): check_seed_vector(seeds, self.seed_bits, "state.pending")
-                for tag, seeds in state["pending"]
+                int(tag): self.check_vector(seeds, f"state.pending[{i}]")
+                for i, (tag, seeds) in enumerate(state["pending"])
             }
             self._pending_meta = {}
             self._rng = rng_from_json(state["rng"])
             self._load_extra_state(state)
         except (KeyError, TypeError, ValueError) as exc:
+            self.__dict__.clear()
+            self.__dict__.update(before)
             if isinstance(exc, SpecError):
                 raise
             raise SpecError(f"state: malformed {self.kind} state ({type(exc).__name__}: {exc})") from None
 
     # ------------------------------------------------------------------ helpers for subclasses
+
+    def check_vector(self, seeds: Sequence[int], field: str) -> tuple[int, ...]:
+        """``seeds`` as this layer's vector (rank + 4 ints in range, distinct components), or SpecError."""
+        return check_seed_vector(seeds, self.seed_bits, field, self.rank, self.layer)
+
+    def _check_told(self, candidate: Candidate) -> None:
+        """A told Candidate whose seeds are not the vector asked under its tag: refused."""
+        self.check_vector(candidate.seeds, f"candidate {candidate.tag}: seeds")
+        if candidate.tag in self._pending:
+            raise SpecError(
+                f"candidate {candidate.tag}: seeds={list(candidate.seeds)} are not the vector asked under "
+                f"this tag ({list(self._pending[candidate.tag])})"
+            )
+
+    def distinct(self, seeds: list[int], fresh: Iterable[int] = ()) -> tuple[int, ...]:
+        """``seeds`` (a full vector, changed in place) with no component seed repeated, as a tuple.
+
+        Only searched component slots are redrawn, each uniformly among the seeds no other component of
+        the vector holds. Who keeps a repeated seed: unsearched slots first, then searched slots not in
+        ``fresh`` (what the parent held), then the ``fresh`` ones (just drawn), each group in slot order.
+        """
+        r = self.rank
+        if len(set(seeds[:r])) == r:
+            return tuple(seeds)
+        fresh_set, searched = set(fresh), set(self.searched_components)
+        order = [k for k in range(r) if k not in searched]  # the incumbent's seeds: distinct already
+        order += [k for k in self.searched_components if k not in fresh_set]
+        order += [k for k in self.searched_components if k in fresh_set]
+        used: set[int] = set()
+        for k in order:
+            if seeds[k] in used:
+                seeds[k] = self.free_seed(used)
+            used.add(seeds[k])
+        return tuple(seeds)
+
+    def free_seed(self, used: set[int]) -> int:
+        """A seed uniform over ``[0, 2**seed_bits)`` minus ``used`` (which must leave one); a Python int."""
+        for _ in range(_REDRAW_TRIES):
+            s = self.random_seed()
+            if s not in used:
+                return s
+        free = self.seed_space - len(used)
+        if free <= 0:
+            raise SpecError(f"seed_bits={self.seed_bits}: no seed left outside the {len(used)} held")
+        if self.seed_space > 1 << 20:  # a few thousand held among millions: keep drawing
+            while (s := self.random_seed()) in used:
+                pass
+            return s
+        i = int(self._rng.integers(0, free))  # the i-th value not in used
+        for s in range(self.seed_space):
+            if s not in used:
+                if i == 0:
+                    return s
+                i -= 1
+        raise AssertionError("unreachable")
 
     def with_searched(self, values: Sequence[int], base: Sequence[int] | None = None) -> tuple[int, ...]:
         """A full seed vector: ``base`` (default the incumbent) with the searched slots set to ``values``."""

@@ -4,9 +4,11 @@ A population of at most ``population`` seed vectors per layer, always holding th
 pick a parent by tournament, optionally cross it uniformly (slot by slot) with a second tournament
 winner, then redraw between 1 and ``k`` searched slots uniformly in [0, 2**seed_bits), each to a value
 different from the parent's. ``k`` starts at ``redraw_max`` and, with ``redraw_decay``, falls linearly
-to 1 as the asked count approaches ``budget``. Every told child joins the population and the worst
-non-incumbent member leaves (selection keeps the best). Results may come back in any order; the
-population simply absorbs them as they arrive. Deterministic given ``rng_seed`` and the order of calls.
+to 1 as the asked count approaches ``budget``. A component slot left holding a seed another component
+holds (by a redraw or by crossover) is redrawn again: a child never repeats a component seed. Every
+told child joins the population and the worst non-incumbent member leaves (selection keeps the best).
+Results may come back in any order; the population simply absorbs them as they arrive. Deterministic
+given ``rng_seed`` and the order of calls.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from pydantic import Field
 from germinator_dist.proposers.base import (
     BaseProposer,
     ProposerConfig,
-    check_seed_vector,
     loss_from_json,
     loss_to_json,
 )
@@ -44,9 +45,14 @@ class EvolutionaryProposer(BaseProposer):
     config: EvolutionaryConfig
 
     def __init__(
-        self, config: EvolutionaryConfig, incumbent_seeds: Sequence[int], incumbent_loss: float = math.inf
+        self,
+        config: EvolutionaryConfig,
+        incumbent_seeds: Sequence[int],
+        incumbent_loss: float = math.inf,
+        *,
+        layer: int | None = None,
     ):
-        super().__init__(config, incumbent_seeds, incumbent_loss)
+        super().__init__(config, incumbent_seeds, incumbent_loss, layer=layer)
         # members: [seeds, loss, seq]; seq breaks ties (older first) so selection is deterministic
         self._members: list[list[Any]] = [[self._incumbent[0], self._incumbent[1], 0]]
         self._next_seq = 1
@@ -84,7 +90,7 @@ class EvolutionaryProposer(BaseProposer):
         picks = [int(self._rng.integers(len(values)))] if k == 1 else self._rng.permutation(len(values))[:k]
         for j in picks:
             values[int(j)] = self.different_seed(values[int(j)])
-        return self.with_searched(values)
+        return self.distinct(list(self.with_searched(values)), fresh=[self.slots[int(j)] for j in picks])
 
     def _propose(self, n: int) -> list[tuple[tuple[int, ...], Any]]:
         taken = {m[0] for m in self._members} | set(self._pending.values())
@@ -132,8 +138,8 @@ class EvolutionaryProposer(BaseProposer):
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self._members = [
-            [check_seed_vector(s, self.seed_bits, "state.members"), loss_from_json(loss), int(seq)]
-            for s, loss, seq in state["members"]
+            [self.check_vector(s, f"state.members[{i}]"), loss_from_json(loss), int(seq)]
+            for i, (s, loss, seq) in enumerate(state["members"])
         ]
         self._next_seq = int(state["next_seq"])
         if not any(m[0] == self._incumbent[0] for m in self._members):

@@ -8,11 +8,12 @@ pass is spread over the range and the position is three integers in ``state_dict
 Asynchronous, never blocking on lost results: the next slot starts as soon as the current one has been
 fully asked, built on whatever is best by then; a late result that beats the best still moves it.
 Each value of a slot is asked exactly once per sweep, except the value the best vector already holds
-when its turn comes (already measured; skipped only if the best loss is finite). After a sweep with
-no improvement, or after ``max_sweeps``, the proposer is ``exhausted`` and ``ask`` returns ``[]``;
-``set_incumbent`` with different seeds starts a new sweep. An improvement told after its sweep was
-fully asked counts for the next sweep, so with batches in flight the search may run one extra
-confirming sweep (never blocking for results is worth that).
+when its turn comes (already measured; skipped only if the best loss is finite) and, for a component
+slot, the seeds the best vector's other components hold (a layer never repeats a component seed).
+After a sweep with no improvement, or after ``max_sweeps``, the proposer is ``exhausted`` and ``ask``
+returns ``[]``; ``set_incumbent`` with different seeds starts a new sweep. An improvement told after
+its sweep was fully asked counts for the next sweep, so with batches in flight the search may run one
+extra confirming sweep (never blocking for results is worth that).
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ class ExhaustiveProposer(BaseProposer):
     config: ExhaustiveConfig
 
     def __init__(
-        self, config: ExhaustiveConfig, incumbent_seeds: Sequence[int], incumbent_loss: float = math.inf
+        self,
+        config: ExhaustiveConfig,
+        incumbent_seeds: Sequence[int],
+        incumbent_loss: float = math.inf,
+        *,
+        layer: int | None = None,
     ):
         """Raises SpecError if 2**seed_bits exceeds ``max_values_per_slot``."""
         if (1 << config.seed_bits) > config.max_values_per_slot:
@@ -48,7 +54,7 @@ class ExhaustiveProposer(BaseProposer):
                 f"exhaustive: seed_bits={config.seed_bits}: 2**{config.seed_bits} values per slot exceed "
                 f"max_values_per_slot={config.max_values_per_slot}; use 'evolutionary' or fewer bits"
             )
-        super().__init__(config, incumbent_seeds, incumbent_loss)
+        super().__init__(config, incumbent_seeds, incumbent_loss, layer=layer)
         self._sweep = 0
         self._slot_pos = 0  # index into self.slots
         self._index = 0  # next i of the affine order for the current slot
@@ -66,6 +72,7 @@ class ExhaustiveProposer(BaseProposer):
         return self._sweep, self._slot_pos, self._index
 
     def evaluations_per_sweep(self) -> int:
+        """An upper bound: a component slot skips the seeds the other components hold."""
         return len(self.slots) * self.seed_space
 
     def _new_order(self) -> tuple[int, int]:
@@ -94,7 +101,10 @@ class ExhaustiveProposer(BaseProposer):
             value = (self._mult * self._index + self._offset) % self.seed_space
             self._index += 1
             base, base_loss = self._best
-            if value == base[slot] and math.isfinite(base_loss):
+            if value == base[slot]:
+                if math.isfinite(base_loss):
+                    continue
+            elif slot < self.rank and value in base[: self.rank]:  # another component holds it: skip
                 continue
             seeds = list(base)
             seeds[slot] = value

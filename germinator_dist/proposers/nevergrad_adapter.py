@@ -6,7 +6,13 @@ Parametrization: one ``ng.p.Array`` with integer casting, one coordinate per *li
 holds them exactly). A 63-bit seed is two limbs, ``seed = hi << 32 | lo`` with a 31-bit ``hi`` and a
 32-bit ``lo``, because a float64 coordinate cannot represent every integer below 2**63; a mutation of
 either limb is a new seed, which is all that matters for seeds (their numeric closeness means nothing).
-Values leave the adapter as Python ints, clipped into range.
+Values leave the adapter as Python ints (nevergrad hands back numpy int64), clipped into range.
+
+A layer never repeats a component seed. An ask whose vector would (a searched component slot landing on
+a seed another component holds) is infeasible: the adapter tells it to nevergrad at once with the capped
+loss -- what nevergrad does itself for a violated cheap constraint -- counts it in ``infeasible`` and asks
+again; after 16 such asks in a row it redraws the repeated seeds itself and hands that vector out, fed to
+nevergrad like a point it did not ask when its result comes back.
 
 The optimizer is always built with ``budget`` (NGOpt asserts without one) and ``num_workers``. Losses
 above 1e20 (and +inf) are capped at 1e20 before nevergrad sees them (it would clip and warn).
@@ -32,8 +38,10 @@ from pydantic import Field
 
 from germinator_dist.errors import SpecError
 from germinator_dist.proposers.base import BaseProposer, ProposerConfig, loss_from_json, loss_to_json
+from germinator_dist.records import duplicate_component
 
 LOSS_CAP = 1e20
+_INFEASIBLE_TRIES = 16  # asks per candidate before a repeated component seed is redrawn by the adapter
 
 
 def nevergrad_registry() -> Any:
@@ -62,12 +70,18 @@ class NevergradProposer(BaseProposer):
     config: NevergradConfig
 
     def __init__(
-        self, config: NevergradConfig, incumbent_seeds: Sequence[int], incumbent_loss: float = math.inf
+        self,
+        config: NevergradConfig,
+        incumbent_seeds: Sequence[int],
+        incumbent_loss: float = math.inf,
+        *,
+        layer: int | None = None,
     ):
         """Raises SpecError if ``config.optimizer`` is not in nevergrad's registry."""
         if config.optimizer not in nevergrad_registry():
             raise SpecError(f"nevergrad: optimizer={config.optimizer!r}: not in ng.optimizers.registry")
-        super().__init__(config, incumbent_seeds, incumbent_loss)
+        super().__init__(config, incumbent_seeds, incumbent_loss, layer=layer)
+        self.infeasible = 0  # asks nevergrad made that repeated a component seed (told LOSS_CAP, skipped)
         self._limb_bits = limb_bits_for(self.seed_bits)
         self._history: list[tuple[tuple[int, ...], float]] = []  # (searched values, loss), oldest first
         self._history_best: tuple[tuple[int, ...], float] | None = None
@@ -138,10 +152,18 @@ class NevergradProposer(BaseProposer):
     # ------------------------------------------------------------------ hooks
 
     def _propose(self, n: int) -> list[tuple[tuple[int, ...], Any]]:
-        out = []
+        out: list[tuple[tuple[int, ...], Any]] = []
         for _ in range(n):
-            cand = self._opt.ask()
-            out.append((self.with_searched(self.decode(cand.value)), cand))
+            for _ in range(_INFEASIBLE_TRIES):
+                cand = self._opt.ask()
+                seeds = self.with_searched(self.decode(cand.value))
+                if not self.searched_components or duplicate_component(seeds) is None:
+                    out.append((seeds, cand))
+                    break
+                self.infeasible += 1  # a repeated component seed: infeasible, as nevergrad itself treats
+                self._opt.tell(cand, LOSS_CAP)  # a cheap-constraint violation (it tells DE an inf loss)
+            else:  # nevergrad keeps landing on held seeds: redraw them, and feed the result when told
+                out.append((self.distinct(list(seeds)), None))
         return out
 
     def _observe(self, seeds: tuple[int, ...], loss: float, improved: bool, meta: Any) -> None:
@@ -173,6 +195,7 @@ class NevergradProposer(BaseProposer):
             vals = tuple(int(v) for v in values)
             if len(vals) != len(self.slots) or not all(0 <= v < self.seed_space for v in vals):
                 raise ValueError(f"history values {list(values)} do not fit slots {list(self.slots)}")
+            self.check_vector(self.with_searched(vals), "state.history")  # no repeated component seed
             history.append((vals, loss_from_json(loss)))
         self._history, self._history_best = [], None
         self._opt = self._fresh_optimizer()

@@ -1,8 +1,13 @@
-"""Pure random search: every candidate redraws all searched slots uniformly (the baseline)."""
+"""Pure random search: every candidate redraws all searched slots uniformly (the baseline).
+
+A searched component slot that drew a seed another component holds is redrawn (components stay distinct).
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from germinator_dist.proposers.base import BaseProposer, ProposerConfig
 
@@ -12,10 +17,16 @@ class RandomSearchConfig(ProposerConfig):
 
 
 class RandomSearchProposer(BaseProposer):
-    """Uniform, independent redraws of every searched slot; deterministic given ``rng_seed``."""
+    """Uniform, independent redraws of every searched slot (components distinct); deterministic given
+    ``rng_seed``."""
 
     kind = "random"
     config_class = RandomSearchConfig
 
     def _propose(self, n: int) -> list[tuple[tuple[int, ...], Any]]:
-        return [(self.with_searched([self.random_seed() for _ in self.slots]), None) for _ in range(n)]
+        out: list[tuple[tuple[int, ...], Any]] = []
+        for _ in range(n):
+            drawn = self._rng.integers(0, self.seed_space, size=len(self.slots), dtype=np.int64).tolist()
+            seeds = list(self.with_searched(drawn))  # .tolist(): Python ints
+            out.append((self.distinct(seeds, fresh=self.slots), None))
+        return out

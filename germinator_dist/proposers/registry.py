@@ -1,7 +1,8 @@
 """Build proposers by name, or rebuild them from a saved ``state_dict``.
 
 Names: ``evolutionary``, ``exhaustive``, ``random``, ``auto`` (exhaustive when one sweep,
-``len(slots) * 2**seed_bits`` evaluations, fits the budget, else evolutionary), ``nevergrad`` (with
+``len(slots) * 2**seed_bits`` evaluations, fits the budget, else evolutionary; ``slots`` default to all
+``rank + 4`` of the layer's seeds), ``nevergrad`` (with
 ``optimizer=`` in ``kw``), ``ng:<Name>``, or any bare ``ng.optimizers.registry`` name such as
 ``DiscreteOnePlusOne``, ``PortfolioDiscreteOnePlusOne``, ``NGOpt`` or ``TwoPointsDE``.
 """
@@ -13,12 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from germinator_dist.errors import SpecError
-from germinator_dist.proposers.base import BaseProposer, build_config
+from germinator_dist.proposers.base import BaseProposer, build_config, check_state_format
 from germinator_dist.proposers.evolutionary import EvolutionaryProposer
 from germinator_dist.proposers.exhaustive import ExhaustiveProposer
 from germinator_dist.proposers.nevergrad_adapter import NevergradProposer, nevergrad_registry
 from germinator_dist.proposers.random_search import RandomSearchProposer
-from germinator_dist.records import N_SEEDS
+from germinator_dist.records import n_seeds
 
 PROPOSER_CLASSES: dict[str, type[BaseProposer]] = {
     cls.kind: cls
@@ -60,19 +61,37 @@ def make_proposer(
     rng_seed: int = 0,
     incumbent_seeds: Sequence[int],
     incumbent_loss: float = math.inf,
+    rank: int | None = None,
+    layer: int | None = None,
     **kw: Any,
 ) -> BaseProposer:
-    """A fresh proposer around the table's incumbent.
+    """A fresh proposer around the table's incumbent (one layer's ``rank + 4`` seeds).
 
-    ``slots`` defaults to all of SEED_NAMES; ``population`` is the evolutionary population size and
-    nevergrad's ``num_workers`` (ignored by random and exhaustive); ``kw`` are the chosen proposer's own
-    settings (see its config class). Raises SpecError naming the field and value on an unknown name, an
-    unknown or invalid setting, or an incumbent outside ``[0, 2**seed_bits)``.
+    The layer's rank is the incumbent's length minus 4, or ``rank`` when given (the incumbent must then
+    have ``rank + 4`` seeds). ``slots`` are indices into that vector (default all); ``layer`` only names
+    the layer in errors. ``population`` is the evolutionary population size and nevergrad's
+    ``num_workers`` (ignored by random and exhaustive); ``kw`` are the chosen proposer's own settings (see
+    its config class). Raises SpecError naming the field and value on an unknown name, an unknown or
+    invalid setting, a slot outside ``[0, rank + 4)``, or an incumbent that is not ``rank + 4`` distinct
+    component seeds and layer seeds in ``[0, 2**seed_bits)``.
     """
-    slot_list = tuple(range(N_SEEDS)) if slots is None else slots
-    kind, optimizer = resolve_name(name, seed_bits, slot_list, budget)
+    if slots is None:
+        try:
+            count = n_seeds(int(rank)) if rank is not None else len(incumbent_seeds)
+        except (TypeError, ValueError):
+            count = 1  # the config or the incumbent check below names the bad value
+        slot_list: Any = range(count)
+    else:
+        slot_list = slots
+    try:
+        n_slots = len(slot_list)
+    except TypeError:
+        n_slots = 1  # check_slots names it
+    kind, optimizer = resolve_name(name, seed_bits, range(n_slots), budget)
     cls = PROPOSER_CLASSES[kind]
     fields: dict[str, Any] = {"seed_bits": seed_bits, "budget": budget, "rng_seed": rng_seed}
+    if rank is not None:
+        fields["rank"] = rank
     if slots is not None:
         fields["slots"] = (
             tuple(slots) if isinstance(slots, Sequence) and not isinstance(slots, str) else slots
@@ -87,17 +106,23 @@ def make_proposer(
             fields["optimizer"] = optimizer
     fields.update(kw)
     config = build_config(cls.config_class, f"proposer {name!r}", fields)
-    return cls(config, incumbent_seeds, incumbent_loss)
+    return cls(config, incumbent_seeds, incumbent_loss, layer=layer)
 
 
-def proposer_from_state(state: dict[str, Any]) -> BaseProposer:
-    """Rebuild a proposer, settings included, from its ``state_dict()``; raises SpecError if malformed."""
+def proposer_from_state(state: dict[str, Any], *, layer: int | None = None) -> BaseProposer:
+    """Rebuild a proposer, settings (rank and slots included) from its ``state_dict()``; raises SpecError
+    if malformed. ``layer`` only names the layer in errors."""
     if not isinstance(state, dict) or state.get("kind") not in PROPOSER_CLASSES:
         kind = state.get("kind") if isinstance(state, dict) else state
         raise SpecError(f"state.kind={kind!r}: expected one of {sorted(PROPOSER_CLASSES)}")
+    check_state_format(state)
     cls = PROPOSER_CLASSES[state["kind"]]
     config = build_config(cls.config_class, "state.config", dict(state.get("config") or {}))
-    inc = state.get("incumbent") or {}
-    proposer = cls(config, inc.get("seeds", ()), math.inf if inc.get("loss") is None else inc["loss"])
+    inc = state.get("incumbent") if isinstance(state.get("incumbent"), dict) else {}
+    loss = inc.get("loss")
+    try:
+        proposer = cls(config, inc.get("seeds", ()), math.inf if loss is None else loss, layer=layer)
+    except SpecError as exc:
+        raise SpecError(f"state: {exc}") from None
     proposer.load_state_dict(state)
     return proposer
