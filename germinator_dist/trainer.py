@@ -29,6 +29,7 @@ from germinator_dist.records import (
     CommitOutcome,
     FloatPublication,
     JobState,
+    PublishOutcome,
     Snapshot,
     TrainerProgress,
     TrainStats,
@@ -135,6 +136,8 @@ class ScaleTrainer:
         self._gen = torch.Generator().manual_seed(seed)
         self._clock, self._t0 = clock, None
         self._versions: list[int | None] = [None] * n  # the table version each layer's floats stem from
+        self._gens: list[tuple[int, ...] | None] = [None] * n  # the slot generations they were trained on
+        self.slot_reloads = 0  # component slots loaded from the table after a swap (their moments reset)
         self._table_floats: list[tuple[float, ...] | None] = [None] * n  # the floats the table holds then
         self._force: set[int] = set()  # layers to reload at the next sync whatever their version
         self.step_count = 0  # steps attempted (the schedule's and total_steps' clock)
@@ -163,10 +166,11 @@ class ScaleTrainer:
 
     # ---- table side ---------------------------------------------------------------------------------
     def sync(self, snapshot: Snapshot) -> list[int]:
-        """Load seeds and floats of each layer whose version differs from the one last loaded/published
-        (all on the first call, plus layers rejected since). Their optimizer state is reset; the other
-        layers keep theirs. Returns the reloaded layers. Raises SpecError (checked before any change) if
-        the snapshot does not fit the model."""
+        """Follow the table (docs/layout.md). A layer seen for the first time, rejected since, or whose layer
+        seeds (mask, scale, shift, bias) changed is loaded whole and its optimizer state reset. A layer
+        whose component slots were swapped loads only those slots (seed, g_k and the slot's expert entries)
+        and resets only their moments; the trainer's own floats of the other slots stay. Returns the layers
+        that changed. Raises SpecError (checked before any change) if the snapshot does not fit the model."""
         layers = self.model.layers
         if len(snapshot.layers) != len(layers):
             raise SpecError(
@@ -177,7 +181,9 @@ class ScaleTrainer:
             if e.layer != k:
                 raise SpecError(f"snapshot.layers: position {k} holds layer {e.layer} (value {e.layer})")
         todo = [
-            e for k, e in enumerate(snapshot.layers) if k in self._force or self._versions[k] != e.version
+            e
+            for k, e in enumerate(snapshot.layers)
+            if k in self._force or self._versions[k] != e.version or self._gens[k] != e.generations
         ]
         for e in todo:
             layer = layers[e.layer]
@@ -186,25 +192,55 @@ class ScaleTrainer:
                     f"snapshot.layers[{e.layer}].floats: expected {layer.num_floats} finite floats "
                     f"(value {len(e.floats)} floats)"
                 )
-            if any(s >= 1 << layer.seed_bits for s in e.seeds):
+            if len(e.seeds) != layer.n_seeds or any(s >= 1 << layer.seed_bits for s in e.seeds):
                 raise SpecError(
-                    f"snapshot.layers[{e.layer}].seeds: outside [0, 2**{layer.seed_bits}) "
-                    f"(value {list(e.seeds)})"
+                    f"snapshot.layers[{e.layer}].seeds: expected {layer.n_seeds} seeds in "
+                    f"[0, 2**{layer.seed_bits}) (value {list(e.seeds)})"
                 )
+        changed = []
         for e in todo:
-            layer = layers[e.layer]
-            if tuple(e.seeds) != layer.get_seeds():
-                layer.set_seeds(e.seeds)
-                layer.cache = {}  # drop the old seeds' tensors
-            layer.set_floats(e.floats)
-            for p in self.layer_params[e.layer]:
-                self.optimizer.state.pop(p, None)  # fresh moments for new floats
-            self._versions[e.layer], self._table_floats[e.layer] = e.version, tuple(layer.get_floats())
+            k, layer, r = e.layer, layers[e.layer], layers[e.layer].rank
+            old = self._gens[k]
+            whole = k in self._force or old is None or old[r:] != e.generations[r:]
+            slots = [] if whole else [j for j in range(r) if old[j] != e.generations[j]]
+            if whole:
+                if tuple(e.seeds) != layer.get_seeds():
+                    layer.set_seeds(e.seeds)
+                    layer.cache = {}  # drop the old seeds' tensors
+                layer.set_floats(e.floats)
+                for p in self.layer_params[k]:
+                    self.optimizer.state.pop(p, None)  # fresh moments for new floats
+                self._table_floats[k] = tuple(layer.get_floats())
+            elif slots:
+                self._load_slots(k, e, slots)
+            self._versions[k], self._gens[k] = e.version, e.generations
+            if whole or slots:
+                changed.append(k)
         self._force.clear()
-        return [e.layer for e in todo]
+        return changed
+
+    def _load_slots(self, k: int, e, slots: list[int]) -> None:
+        """Take component ``slots`` of layer k from the table row ``e`` (swapped there) and reset their
+        optimizer moments; everything else of the layer stays as trained here."""
+        layer, r = self.model.layers[k], self.model.layers[k].rank
+        seeds = list(layer.get_seeds())
+        for j in slots:
+            seeds[j] = e.seeds[j]
+        layer.set_seeds(seeds)  # the generated tensors of kept components stay in the cache
+        experts = torch.tensor(e.floats[2 + r :], dtype=torch.float32).reshape(-1, r)  # (sum e, r)
+        with torch.no_grad():
+            for j in slots:
+                layer.g[j] = e.floats[2 + j]
+                layer.experts[:, j] = experts[:, j].to(layer.experts.device)
+        for p in (layer.g, layer.experts):
+            for value in self.optimizer.state.get(p, {}).values():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape:
+                    value[..., slots] = 0  # (r,) or (sum e, r): the slots' columns
+        self.slot_reloads += len(slots)
 
     def published(self, layer: int, new_version: int) -> None:
-        """The table accepted this layer's proposal and is now at ``new_version`` (with our floats)."""
+        """The table accepted this layer's proposal and is now at ``new_version`` (with our floats for every
+        slot it did not keep; kept slots are loaded by the next sync, which sees their generations)."""
         self._versions[layer] = new_version
         self._table_floats[layer] = self._proposed.get(layer, self._table_floats[layer])
 
@@ -314,7 +350,9 @@ class ScaleTrainer:
             self._force.update(range(len(floats)))
             return []
         out = [
-            FloatPublication(layer=k, expected_version=self._versions[k], floats=fl, loss=loss)
+            FloatPublication(
+                layer=k, expected_version=self._versions[k], floats=fl, loss=loss, gens=self._gens[k]
+            )
             for k, fl in enumerate(floats)
             if k not in self._force and fl != self._table_floats[k]
         ]
@@ -328,8 +366,8 @@ class FloatTable(Protocol):
     def snapshot(self, job: str) -> Snapshot: ...
 
     def publish_floats(
-        self, job: str, layer: int, expected_version: int, floats: Sequence[float], loss: float
-    ) -> str: ...
+        self, job: str, layer: int, floats: Sequence[float], loss: float, gens: Sequence[int]
+    ) -> PublishOutcome: ...
 
     def get_state(self, job: str) -> JobState: ...
 
@@ -401,16 +439,15 @@ def run_trainer(
         reason = terminal()  # a job that ended meanwhile gets nothing more
         for p in [] if reason else proposals:
             try:
-                outcome = CommitOutcome(
-                    table.publish_floats(job, p.layer, p.expected_version, p.floats, p.loss)
-                )
+                res = table.publish_floats(job, p.layer, p.floats, p.loss, p.gens)
             except TableError:
                 if reason := terminal():
                     break
                 raise
-            n[field[outcome]] += 1
+            outcome = CommitOutcome(res.outcome)
+            n[field.get(outcome, "stale")] += 1
             if outcome is CommitOutcome.ACCEPTED:
-                trainer.published(p.layer, p.expected_version + 1)
+                trainer.published(p.layer, res.version)
             else:
                 trainer.rejected(p.layer)
         if reason:

@@ -10,7 +10,7 @@ from germinator_dist.data import load_digits_dataset, load_text_dataset, stdlib_
 from germinator_dist.errors import SpecError, TableError
 from germinator_dist.model import build_model
 from germinator_dist.optim import lr_at
-from germinator_dist.records import CommitOutcome, JobState, LayerEntry, Snapshot
+from germinator_dist.records import CommitOutcome, JobState, LayerEntry, PublishOutcome, Snapshot
 from germinator_dist.spec import ModelSpec
 from germinator_dist.trainer import ScaleTrainer, TrainerConfig, load_trainer_config, run_trainer
 
@@ -39,13 +39,14 @@ def make_trainer(spec, data, **cfg):
 
 
 class MemoryTable:
-    """An in-memory stand-in for the seed table: compare-and-set on each layer's version, like Redis."""
+    """An in-memory stand-in for the seed table with its slot-level rules (docs/layout.md): a publish
+    merges by slot generation, a whole-vector commit bumps the generations of the slots it changes."""
 
     def __init__(self, spec, job="j"):
         model = build_model(spec)
         self.job, self.state = job, JobState.RUNNING
         self.rows = [
-            LayerEntry(layer=k, seeds=s, floats=f)
+            LayerEntry(layer=k, seeds=s, floats=f, gens=(0,) * len(s))
             for k, (s, f) in enumerate(zip(model.get_seeds(), model.get_floats()))
         ]
         self.published: list[tuple[int, int]] = []  # (layer, new version)
@@ -57,24 +58,51 @@ class MemoryTable:
     def get_state(self, job):
         return self.state
 
-    def publish_floats(self, job, layer, expected_version, floats, loss):
+    def publish_floats(self, job, layer, floats, loss, gens):
         if self.before_publish is not None:
             self.before_publish(layer)
         if self.state.terminal:
             raise TableError(f"job {job!r} is {self.state}")
         row = self.rows[layer]
-        if row.version != expected_version:
-            return CommitOutcome.STALE.value
+        r = row.rank
+        if tuple(gens[r:]) != row.gens[r:]:
+            return PublishOutcome(outcome=CommitOutcome.STALE, version=row.version)
+        kept = tuple(k for k in range(r) if gens[k] != row.gens[k])
+        merged = list(floats)
+        for k in kept:  # the table keeps its own floats of swapped slots (g and every expert entry)
+            for i in range(2 + k, len(merged), r):
+                merged[i] = row.floats[i]
         self.rows[layer] = row.model_copy(
-            update={"floats": tuple(floats), "loss": loss, "version": row.version + 1}
+            update={"floats": tuple(merged), "loss": loss, "version": row.version + 1}
         )
         self.published.append((layer, row.version + 1))
-        return CommitOutcome.ACCEPTED.value
+        return PublishOutcome(outcome=CommitOutcome.ACCEPTED, kept=kept, version=row.version + 1)
 
     def commit_seeds(self, layer, seeds):
-        """What the search driver does: new seeds (and floats) for a layer, version + 1."""
+        """What a whole-vector search commit does: new seeds, their slots' generations + 1, version + 1."""
         row = self.rows[layer]
-        self.rows[layer] = row.model_copy(update={"seeds": tuple(seeds), "version": row.version + 1})
+        gens = tuple(g + (a != b) for g, a, b in zip(row.gens, row.seeds, seeds))
+        self.rows[layer] = row.model_copy(
+            update={"seeds": tuple(seeds), "gens": gens, "version": row.version + 1}
+        )
+
+    def commit_swap(self, layer, slot, seed, g):
+        """What a swap does: slot's seed and g (experts zero), its generation + 1, version + 1."""
+        row = self.rows[layer]
+        r = row.rank
+        seeds, floats, gens = list(row.seeds), list(row.floats), list(row.gens)
+        seeds[slot], gens[slot] = seed, gens[slot] + 1
+        for i in range(2 + slot, len(floats), r):
+            floats[i] = 0.0
+        floats[2 + slot] = g
+        self.rows[layer] = row.model_copy(
+            update={
+                "seeds": tuple(seeds),
+                "floats": tuple(floats),
+                "gens": tuple(gens),
+                "version": row.version + 1,
+            }
+        )
 
 
 # ---- learning -------------------------------------------------------------------------------------------
@@ -217,14 +245,40 @@ def test_proposals_carry_versions_and_published_or_rejected_layers_follow_the_ta
     assert len({p.loss for p in props}) == 1 and math.isfinite(props[0].loss)
     table.commit_seeds(1, tuple(s ^ 2 for s in table.rows[1].seeds))  # the driver wins layer 1 meanwhile
     for p in props:
-        outcome = table.publish_floats("j", p.layer, p.expected_version, p.floats, p.loss)
-        if outcome == "accepted":
-            trainer.published(p.layer, p.expected_version + 1)
+        res = table.publish_floats("j", p.layer, p.floats, p.loss, p.gens)
+        if res.outcome == "accepted":
+            trainer.published(p.layer, res.version)
         else:
             trainer.rejected(p.layer)
     assert table.rows[0].version == 1 and table.rows[1].version == 1
     assert trainer.sync(table.snapshot("j")) == [1]  # layer 0 is ours already; layer 1 is reloaded
     assert trainer.model.layers[1].get_seeds() == table.rows[1].seeds
+
+
+def test_a_swapped_slot_is_loaded_alone_with_fresh_moments_and_kept_by_the_publish(spec, digits):
+    trainer = make_trainer(spec, digits)
+    table = MemoryTable(spec)
+    trainer.sync(table.snapshot("j"))
+    trainer.train(10)  # Adam moments exist for every float
+    layer = trainer.model.layers[0]
+    ours = layer.get_floats()
+    new_seed = max(table.rows[0].seeds[: layer.rank]) + 1
+    props = trainer.proposals()
+    table.commit_swap(0, slot=3, seed=new_seed, g=-0.7)  # the search swaps slot 3 meanwhile
+    res = table.publish_floats("j", 0, props[0].floats, props[0].loss, props[0].gens)
+    assert res.outcome == "accepted" and res.kept == (3,)
+    assert table.rows[0].floats[2 + 3] == pytest.approx(-0.7)  # the swap's g survived the publish
+    trainer.published(0, res.version)
+    assert trainer.sync(table.snapshot("j")) == [0]
+    assert trainer.slot_reloads == 1
+    assert layer.get_seeds()[3] == new_seed and float(layer.g[3]) == pytest.approx(-0.7)
+    got = layer.get_floats()
+    assert got[:5] == ours[:5] and got[6:] == ours[6:]  # alpha, beta and every other slot: still ours
+    state = trainer.optimizer.state[layer.g]
+    assert float(state["exp_avg"][3]) == 0.0 and float(state["exp_avg_sq"][3]) == 0.0
+    assert float(state["exp_avg"].abs().sum()) > 0  # the other slots keep their moments
+    trainer.train(3)
+    assert trainer.proposals()[0].gens == table.rows[0].gens  # trained against the swapped slot now
 
 
 # ---- the loop ---------------------------------------------------------------------------------------------
@@ -318,7 +372,7 @@ def test_seed_first_delay_keeps_the_trainer_off_the_table_then_trains(spec, digi
 
     trainer = make_trainer(spec, digits, start_delay_s=0.6, total_steps=20)
     table = MemoryTable(spec)
-    searched = (9, 9, 9, 9, 9, 9, 9, 9)
+    searched = (*range(9, 9 + spec.rank), 9, 9, 9, 9)
     first_publish = []
     table.before_publish = lambda layer: first_publish.append(time.monotonic()) if not first_publish else None
     threading.Timer(0.2, table.commit_seeds, (0, searched)).start()  # the search commits during the wait
