@@ -81,6 +81,11 @@ def _print_status(doc: dict) -> None:
         f"workers {doc['workers_live']}/{doc['workers_desired']}  "
         f"per call {doc.get('candidates_per_call') or '-'}  best loss {best}"
     )
+    if doc.get("swaps") is not None:
+        print(
+            f"  swaps {doc['swaps']}  screened {doc['screened_per_s']:.0f}/s  "
+            f"fitness loss gained by swaps {doc['swap_gain']:.4f}"
+        )
     for layer in doc["layers"]:
         loss = "-" if layer["loss"] is None else f"{layer['loss']:.4f}"
         print(f"  layer {layer['layer']}: loss {loss}  version {layer['version']}  by {layer['writer']}")

@@ -24,11 +24,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from germinator_dist.errors import TableError
+from germinator_dist.errors import SpecError, TableError
 from germinator_dist.jobspec import JobSpec, _proposer_fields
+from germinator_dist.model import build_model
 from germinator_dist.pool import Completion, EvaluatorPool, Task
 from germinator_dist.proposers import make_proposer
-from germinator_dist.records import CommitOutcome, JobState, Snapshot
+from germinator_dist.records import CommitOutcome, JobState, Snapshot, SwapCommit
+from germinator_dist.swap_proposer import SwapProposer, component_norms
 
 log = logging.getLogger("germinator.driver")
 MAX_ATTEMPTS = 3  # a batch lost this many times is dropped (its candidates are discarded)
@@ -46,6 +48,9 @@ class DriverStats:
     redispatched: int = 0
     lost_workers: int = 0
     seconds: float = 0.0
+    swaps: int = 0  # accepted swaps of component slots (swap mode)
+    screened: int = 0  # candidates scored by the gradient screen
+    swap_gain: float = 0.0  # fitness loss gained by accepted swaps, each against its own incumbent
 
 
 class SearchDriver:
@@ -72,12 +77,14 @@ class SearchDriver:
         self._call_size: dict[str, int] = {}  # worker -> candidates in its next call ("auto" sizing)
         self._outstanding = 0  # candidates dispatched (or queued for re-dispatch) and not yet evaluated
         self._last_report = time.monotonic()
+        self._started = time.monotonic()
         self._writer: cf.ThreadPoolExecutor | None = None  # progress/heartbeat writes, during run()
         self._pending_report: cf.Future | None = None
         snap = table.snapshot(job)
         n = len(snap.layers)
         self.layers = list(spec.search.layers) if spec.search.layers is not None else list(range(n))
         self.proposers = {k: self._make_proposer(k, snap) for k in self.layers}
+        self.swappers = self._make_swappers(snap) if spec.search.swap is not None else {}
         self._rr = itertools.cycle(self.layers)
         self._layer = next(self._rr)
         self._calls_on_layer = 0
@@ -96,11 +103,30 @@ class SearchDriver:
         prop.set_incumbent(entry.seeds, entry.loss)
         return prop
 
-    def _load_state(self, k: int):
+    def _make_swappers(self, snap: Snapshot) -> dict[int, SwapProposer]:
+        """One swap proposer per searched layer, restored from its saved state where one fits."""
+        model = build_model(self.spec.model)  # the resolved spec: only to generate component norms
+        out = {}
+        for k in self.layers:
+            layer = model.layers[k]
+            sw = SwapProposer(
+                self.spec.search.swap, k, layer.rank, layer.seed_bits, self.spec.search.rng_seed,
+                norm=component_norms(layer),
+            )  # fmt: skip
+            saved = self._load_state(k, "swap")
+            if saved is not None:
+                try:
+                    sw.load_state_dict(saved)
+                except SpecError as exc:
+                    log.warning("layer %d: swap proposer state not restored (%s)", k, exc)
+            out[k] = sw
+        return out
+
+    def _load_state(self, k: int, kind: str = "proposer"):
         load = getattr(self.table, "get_doc", None)
         if load is None:
             return None
-        raw = load(self.job, f"proposer:{k}")
+        raw = load(self.job, f"{kind}:{k}")
         return None if raw is None else json.loads(raw)
 
     def save_proposer_states(self) -> None:
@@ -109,6 +135,8 @@ class SearchDriver:
             return
         for k, prop in self.proposers.items():
             save(self.job, f"proposer:{k}", json.dumps(prop.state_dict()))
+        for k, sw in self.swappers.items():
+            save(self.job, f"swap:{k}", json.dumps(sw.state_dict()))
 
     # ---- scheduling ---------------------------------------------------------------------------------
     def _next_layer(self) -> int:
@@ -145,6 +173,21 @@ class SearchDriver:
                 s = self.spec.search
                 return Task(next(self._task_ids), k, tuple(cands), snap, s.refit_steps, s.refit_lr)
         return None  # every proposer is exhausted
+
+    def _new_swap_tasks(self, snap: Snapshot, n: int) -> list[Task | None]:
+        """``n`` swap calls, layer by layer in schedule order (None where a layer's slots are exhausted)."""
+        tasks: list[Task | None] = []
+        for _ in range(n):
+            task = None
+            for _ in range(len(self.layers)):
+                k = self._next_layer()
+                swap = self.swappers[k].ask(snap.layers[k])
+                if swap is not None:
+                    bits = self.spec.model.seed_bits
+                    task = Task(next(self._task_ids), k, (), snap, swap=swap, seed_bits=bits)
+                    break
+            tasks.append(task)
+        return tasks
 
     def _new_tasks(self, snap: Snapshot, sizes: list[int]) -> list[Task | None]:
         """A task per requested size, in schedule order (None where proposers ran dry), asking each layer's
@@ -188,11 +231,11 @@ class SearchDriver:
             budget = None if budget is None else budget - n
         if not sizes:
             return True
-        tasks = self._new_tasks(snap, sizes)
+        tasks = self._new_swap_tasks(snap, len(sizes)) if self.swappers else self._new_tasks(snap, sizes)
         for w, task in zip(free, tasks):
             if task is not None:
                 self.pool.submit(w, task)
-                self._outstanding += len(task.candidates)
+                self._outstanding += task.size
         return any(tasks)
 
     # ---- results ------------------------------------------------------------------------------------
@@ -207,11 +250,13 @@ class SearchDriver:
                 self._redispatch.append(task)
                 self.stats.redispatched += 1
             else:
-                self._outstanding -= len(task.candidates)
+                self._outstanding -= task.size
                 for c in task.candidates:
                     self.proposers[task.layer].discard(c)
             log.warning("batch %d on %s failed: %s", task.id, done.worker, done.error)
             return snap
+        if task.swap is not None:
+            return self._handle_swaps(done, snap)
         res = done.result
         n = len(res.losses)
         self._outstanding -= len(task.candidates)
@@ -264,6 +309,52 @@ class SearchDriver:
             stale=int(outcome == CommitOutcome.STALE), not_better=int(outcome == CommitOutcome.NOT_BETTER)
         )
         return self.table.snapshot(self.job)
+
+    def _handle_swaps(self, done: Completion, snap: Snapshot) -> Snapshot:
+        """Commit every slot's verified swap (each judged by the table against its own slot's generation),
+        tell the layer's swap proposer what was accepted."""
+        task, res = done.task, done.result
+        self._outstanding -= task.size
+        considered = sum(sw.screened + sw.verified for sw in res.swaps) or task.size
+        self._count(evaluations=considered)
+        self.stats.screened += sum(sw.screened for sw in res.swaps)
+        self._resize_calls(done.worker, task.size, res.seconds)
+        found = [sw for sw in res.swaps if sw.seed is not None and sw.loss < res.incumbent_loss]
+        commits = [
+            SwapCommit(
+                layer=task.layer,
+                slot=sw.slot,
+                expected_gen=sw.slot_gen,
+                seed=sw.seed,
+                slot_floats=sw.slot_floats,
+                loss=sw.loss,
+                incumbent_loss=res.incumbent_loss,
+                evaluator_id=f"{self.id}/{res.worker}",
+            )
+            for sw in found
+        ]
+        outcomes: dict[int, CommitOutcome] = {}
+        if commits:
+            try:
+                got = self.table.commit_swaps_many(self.job, commits)
+            except TableError:
+                if self.table.get_state(self.job) == JobState.RUNNING:
+                    raise
+                return snap  # the job was cancelled meanwhile: the table refuses writes; the loop stops
+            outcomes = {c.slot: CommitOutcome(o) for c, o in zip(commits, got)}
+        accepted = [outcomes.get(sw.slot) == CommitOutcome.ACCEPTED for sw in res.swaps]
+        self.swappers[task.layer].tell(res, accepted)
+        n_ok = sum(accepted)
+        if n_ok:
+            self.stats.accepted += n_ok
+            self.stats.swaps += n_ok
+            self.stats.swap_gain += sum(
+                res.incumbent_loss - sw.loss for sw, ok in zip(res.swaps, accepted) if ok
+            )
+            self.table.update_progress(self.job, accepted=n_ok)
+        stale = sum(o == CommitOutcome.STALE for o in outcomes.values())
+        self._count(stale=stale, not_better=len(outcomes) - n_ok - stale)
+        return self.table.snapshot(self.job) if outcomes else snap
 
     def _sync_incumbents(self, snap: Snapshot) -> None:
         for k, prop in self.proposers.items():
@@ -321,6 +412,14 @@ class SearchDriver:
             workers_live=len(st.live),
         )
         payload = {"pid": os.getpid(), "host": socket.gethostname(), "lost_workers": self.stats.lost_workers}
+        if self.swappers:  # the swap search's own figures, for status
+            secs = max(1e-9, time.monotonic() - self._started)
+            payload |= {
+                "swaps": self.stats.swaps,
+                "screened": self.stats.screened,
+                "screened_per_s": round(self.stats.screened / secs, 1),
+                "swap_gain": round(self.stats.swap_gain, 6),
+            }
         self.table.heartbeat(
             self.job, "driver", self.id, ttl=max(5.0, 10 * self.progress_interval), payload=payload
         )

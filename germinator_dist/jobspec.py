@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from germinator_dist.errors import SpecError
 from germinator_dist.records import n_seeds, rank_of
 from germinator_dist.spec import ModelSpec, format_validation_error
+from germinator_dist.swap_proposer import SwapConfig
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -73,6 +74,8 @@ class SearchSpec(_Frozen):
     refit_lr: float = Field(default=0.02, gt=0, le=10)
     rng_seed: int = Field(default=0, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)  # extra proposer fields
+    # the swap search of component slots (docs/learning.md); None: whole-vector proposers only
+    swap: SwapConfig | None = None
 
     @field_validator("candidates_per_call", mode="before")
     @classmethod

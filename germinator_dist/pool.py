@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from germinator_dist.records import Candidate, EvalResult, Snapshot
+from germinator_dist.records import Candidate, EvalResult, Snapshot, SwapResult, SwapTask
 
 
 @dataclass
@@ -26,6 +26,15 @@ class Task:
     refit_steps: int = 0
     refit_lr: float = 0.02
     attempts: int = 0
+    swap: SwapTask | None = None  # a swap call (candidates then empty)
+    seed_bits: int = 16
+
+    @property
+    def size(self) -> int:
+        """Candidates this task considers (a swap call: those its slots' blocks hold)."""
+        if self.swap is not None:
+            return sum(st.block.count for st in self.swap.slots)
+        return len(self.candidates)
 
 
 @dataclass
@@ -64,10 +73,12 @@ class EvaluatorPool(Protocol):
     def shutdown(self) -> None: ...
 
 
-def run_task(evaluator, task: Task) -> EvalResult:
+def run_task(evaluator, task: Task) -> EvalResult | SwapResult:
     """Evaluate a task on a LayerEvaluator (the same code path for local threads and Ray actors)."""
     snap = task.snapshot
     evaluator.load_snapshot(snap.seeds(), snap.floats(), snap.versions)
+    if task.swap is not None:
+        return evaluator.swap(task.swap, task.seed_bits)
     return evaluator.evaluate(task.layer, [c.seeds for c in task.candidates], task.refit_steps, task.refit_lr)
 
 

@@ -22,7 +22,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from germinator_dist.pool import Completion, PoolStatus, Task
-from germinator_dist.records import EvalResult, Snapshot
+from germinator_dist.records import EvalResult, Snapshot, SwapResult, SwapTask
 
 log = logging.getLogger("germinator.ray_pool")
 GET_TIMEOUT_S = 30.0
@@ -70,6 +70,15 @@ class SeedWorker:
             self.evaluator.load_snapshot(snap.seeds(), snap.floats(), snap.versions)
             self._snapshot_json = snapshot_json
         res = self.evaluator.evaluate(layer, candidates, refit_steps, refit_lr)
+        return res.model_dump(mode="json")
+
+    def swap(self, task_json: str, snapshot_json: str, seed_bits: int) -> dict:
+        """A swap call (records.SwapTask as JSON) against the snapshot; returns a SwapResult as JSON."""
+        if snapshot_json != self._snapshot_json:
+            snap = Snapshot.model_validate_json(snapshot_json)
+            self.evaluator.load_snapshot(snap.seeds(), snap.floats(), snap.versions)
+            self._snapshot_json = snapshot_json
+        res = self.evaluator.swap(SwapTask.model_validate_json(task_json), seed_bits)
         return res.model_dump(mode="json")
 
 
@@ -186,13 +195,18 @@ class RayPool:
     def submit(self, worker: str, task: Task) -> None:
         if self._snap_json is None or self._snap_json[0] is not task.snapshot:  # one dump per snapshot
             self._snap_json = (task.snapshot, task.snapshot.model_dump_json())
-        ref = self._actors[worker].evaluate.remote(
-            task.layer,
-            [list(c.seeds) for c in task.candidates],
-            self._snap_json[1],
-            task.refit_steps,
-            task.refit_lr,
-        )
+        if task.swap is not None:
+            ref = self._actors[worker].swap.remote(
+                task.swap.model_dump_json(), self._snap_json[1], task.seed_bits
+            )
+        else:
+            ref = self._actors[worker].evaluate.remote(
+                task.layer,
+                [list(c.seeds) for c in task.candidates],
+                self._snap_json[1],
+                task.refit_steps,
+                task.refit_lr,
+            )
         self._refs[ref] = (worker, task)
         self._per_worker[worker] += 1
 
@@ -209,11 +223,9 @@ class RayPool:
             worker, task = self._refs.pop(ref)
             self._per_worker[worker] -= 1
             try:
-                out.append(
-                    Completion(
-                        task, worker, result=EvalResult.model_validate(ray.get(ref, timeout=GET_TIMEOUT_S))
-                    )
-                )
+                kind = SwapResult if task.swap is not None else EvalResult
+                result = kind.model_validate(ray.get(ref, timeout=GET_TIMEOUT_S))
+                out.append(Completion(task, worker, result=result))
             except RayActorError as exc:  # worker or its node died: the batch is lost, the worker gone
                 out.append(Completion(task, worker, error=f"{type(exc).__name__}", worker_lost=True))
                 if worker in self._actors:

@@ -145,6 +145,10 @@ def status(table, job: str) -> dict:
         "driver_pid": drivers[0].payload.get("pid") if drivers else None,
         "driver_host": drivers[0].payload.get("host") if drivers else None,
         "trainer": bool(table.live(job, "trainer")),
+        # the swap search (search.swap): swaps accepted, candidates screened per second, fitness loss gained
+        "swaps": drivers[0].payload.get("swaps") if drivers else None,
+        "screened_per_s": drivers[0].payload.get("screened_per_s") if drivers else None,
+        "swap_gain": drivers[0].payload.get("swap_gain") if drivers else None,
         "epoch": snap.epoch,
         "layers": [
             {
