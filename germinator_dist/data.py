@@ -39,11 +39,16 @@ STDLIB_FILES = (
     "bisect.py",
 )
 TEST_FRACTION = 0.2
+VAL_FRACTION = 0.2  # of the training rows (or of each file's training text): the validation split
 
 
 @dataclass
 class Dataset:
-    """Train/test tensors. Classifiers: X (n, d) float32, y (n,) int64. LMs: tokens (n,) int64 bytes."""
+    """Train/validation/test tensors. Classifiers: X (n, d) float32, y (n,) int64. LMs: tokens (n,) int64.
+
+    The validation split is carved from the training data (fixed and seeded): model selection, early
+    stopping and the search's fitness may use it; the test split serves only the final metric.
+    """
 
     kind: str  # "vectors" or "text"
     x_train: torch.Tensor
@@ -51,6 +56,20 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor | None
     name: str = ""
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x, y) of split ``name``: train, validation or test. Raises SpecError for another name."""
+        if name == "train":
+            return self.x_train, self.y_train
+        if name == "validation":
+            if self.x_val is None:
+                raise SpecError(f"fitness.split: data set {self.name!r} has no validation split")
+            return self.x_val, self.y_val
+        if name == "test":
+            return self.x_test, self.y_test
+        raise SpecError(f"split: expected 'train', 'validation' or 'test', got {name!r}")
 
     def dims(self) -> dict[str, int]:
         """The model dimensions the data determines (for ModelSpec.resolved)."""
@@ -58,18 +77,22 @@ class Dataset:
             return {"vocab_size": 256}
         return {"input_dim": int(self.x_train.shape[1]), "num_classes": int(self.y_train.max()) + 1}
 
-    def fitness_batch(self, size: int, context: int = 64, seed: int = 0) -> Batch:
-        """The fixed batch every evaluator and the trainer measure the table's loss on.
+    def fitness_batch(self, size: int, context: int = 64, seed: int = 0, split: str = "train") -> Batch:
+        """The fixed batch every evaluator and the trainer measure the table's loss on, from ``split``
+        (train or validation; never test).
 
-        Classifiers: the first ``size`` rows of a seeded permutation of the training set (all of it when
+        Classifiers: the first ``size`` rows of a seeded permutation of the split (all of it when
         size >= n). LMs: ``size`` windows of ``context`` tokens at seeded positions.
+        Raises SpecError for the test split or a split the data set lacks.
         """
+        if split == "test":
+            raise SpecError("fitness.split: the test split serves only the final metric (value 'test')")
+        x, y = self.split(split)
         g = torch.Generator().manual_seed(seed)
         if self.kind == "text":
-            return _windows(self.x_train, size, context, g)
-        n = self.x_train.shape[0]
-        idx = torch.randperm(n, generator=g)[: min(size, n)]
-        return Batch(self.x_train[idx], self.y_train[idx])
+            return _windows(x, size, context, g)
+        idx = torch.randperm(x.shape[0], generator=g)[: min(size, x.shape[0])]
+        return Batch(x[idx], y[idx])
 
     def train_batch(self, size: int, context: int, g: torch.Generator) -> Batch:
         """A random minibatch from the training split."""
@@ -78,10 +101,13 @@ class Dataset:
         idx = torch.randint(0, self.x_train.shape[0], (size,), generator=g)
         return Batch(self.x_train[idx], self.y_train[idx])
 
-    def test_batches(self, size: int = 4096, context: int = 64, limit: int | None = None):
-        """Consecutive batches over the test split (LM: non-overlapping windows)."""
+    def test_batches(
+        self, size: int = 4096, context: int = 64, limit: int | None = None, split: str = "test"
+    ):
+        """Consecutive batches over the test split (or ``split``; LM: non-overlapping windows)."""
+        x, y = self.split(split)
         if self.kind == "text":
-            t = self.x_test
+            t = x
             n = (t.numel() - 1) // context
             if limit is not None:
                 n = min(n, limit)
@@ -91,8 +117,8 @@ class Dataset:
                 win = torch.stack([t[i : i + context + 1] for i in s.tolist()])  # (b, T+1)
                 yield Batch(win[:, :-1], win[:, 1:])
             return
-        for a in range(0, self.x_test.shape[0], size):
-            yield Batch(self.x_test[a : a + size], self.y_test[a : a + size])
+        for a in range(0, x.shape[0], size):
+            yield Batch(x[a : a + size], y[a : a + size])
 
 
 def _windows(tokens: torch.Tensor, size: int, context: int, g: torch.Generator) -> Batch:
@@ -110,6 +136,14 @@ def _split(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return perm[n_test:], perm[:n_test]
 
 
+def _with_validation(name, x, y, xt, yt, seed: int = 1) -> Dataset:
+    """A vectors Dataset whose validation split is a fixed, seeded VAL_FRACTION of the training rows."""
+    perm = np.random.default_rng(seed).permutation(x.shape[0])
+    n_val = max(1, int(round(x.shape[0] * VAL_FRACTION))) if x.shape[0] > 2 else 0
+    tr, va = perm[n_val:], perm[:n_val]
+    return Dataset("vectors", x[tr], y[tr], xt, yt, name=name, x_val=x[va], y_val=y[va])
+
+
 def load_digits_dataset() -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images), pixels scaled to [0, 1], fixed 80/20 split."""
     from sklearn.datasets import load_digits
@@ -118,7 +152,7 @@ def load_digits_dataset() -> Dataset:
     tr, te = _split(len(x))
     x = torch.tensor(x / 16.0, dtype=torch.float32)
     y = torch.tensor(y, dtype=torch.int64)
-    return Dataset("vectors", x[tr], y[tr], x[te], y[te], name="digits")
+    return _with_validation("digits", x[tr], y[tr], x[te], y[te])
 
 
 def _check_xy(x, y, xname: str, yname: str, path: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,9 +195,9 @@ def load_arrays_dataset(path: str | Path) -> Dataset:
         xt, yt = _check_xy(arrays["X_test"], arrays["y_test"], "X_test", "y_test", str(path))
         if xt.shape[1] != x.shape[1]:
             raise SpecError(f"data.X_test: has {xt.shape[1]} columns, X has {x.shape[1]} in {str(path)!r}")
-        return Dataset("vectors", x, y, xt, yt, name=path.name)
+        return _with_validation(path.name, x, y, xt, yt)
     tr, te = _split(x.shape[0])
-    return Dataset("vectors", x[tr], y[tr], x[te], y[te], name=path.name)
+    return _with_validation(path.name, x[tr], y[tr], x[te], y[te])
 
 
 def stdlib_text_files() -> list[Path]:
@@ -173,22 +207,25 @@ def stdlib_text_files() -> list[Path]:
 
 
 def load_text_dataset(paths: list[str | Path] | None = None) -> Dataset:
-    """Bytes of text files (default: the stdlib corpus); the last 10% of each file is the validation split.
+    """Bytes of text files (default: the stdlib corpus): per file, the last 10% is the test split and the
+    10% before it the validation split.
 
     Raises SpecError on a missing or empty file.
     """
     files = [Path(p) for p in paths] if paths else stdlib_text_files()
     if not files:
         raise SpecError("data.paths: no text files found")
-    train, valid = [], []
+    train, valid, test = [], [], []
     for f in files:
         if not f.is_file():
             raise SpecError(f"data.paths: no such file: {str(f)!r}")
         raw = f.read_bytes()
         if len(raw) < 100:
             raise SpecError(f"data.paths: {str(f)!r} has {len(raw)} bytes; need at least 100")
-        cut = int(len(raw) * 0.9)
-        train.append(raw[:cut])
-        valid.append(raw[cut:])
+        cut, vcut = int(len(raw) * 0.9), int(len(raw) * 0.8)
+        train.append(raw[:vcut])
+        valid.append(raw[vcut:cut])
+        test.append(raw[cut:])
     to_t = lambda chunks: torch.frombuffer(bytearray(b"".join(chunks)), dtype=torch.uint8).to(torch.int64)  # noqa: E731
-    return Dataset("text", to_t(train), None, to_t(valid), None, name=f"{len(files)} text files")
+    name = f"{len(files)} text files"
+    return Dataset("text", to_t(train), None, to_t(test), None, name=name, x_val=to_t(valid))

@@ -19,7 +19,8 @@ from germinator_dist.records import LayerEntry
 
 def fitness_batch(spec: JobSpec, dataset):
     """The fixed batch the table's loss is defined on (same for every evaluator and the trainer)."""
-    return dataset.fitness_batch(spec.fitness.batch_size, spec.model.context, spec.fitness.seed)
+    f = spec.fitness
+    return dataset.fitness_batch(f.batch_size, spec.model.context, f.seed, f.split)
 
 
 def create_job(table, spec: JobSpec, *, resume: bool = False) -> tuple[JobSpec, object]:

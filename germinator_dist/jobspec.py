@@ -50,6 +50,9 @@ class FitnessSpec(_Frozen):
 
     batch_size: int = Field(default=1024, ge=1, le=1_000_000)
     seed: int = Field(default=0, ge=0)
+    # where the fitness batch comes from: the training split or the validation split carved from it
+    # (never the test split); see docs/learning.md for which serves the swaps better
+    split: Literal["train", "validation"] = "train"
 
 
 class SearchSpec(_Frozen):

@@ -324,14 +324,17 @@ class ScaleTrainer:
         return self.last_fitness_loss
 
     def validation(self) -> Validation:
-        """Held-out loss: the test split (classifier, with accuracy) or test windows (LM, with bits/byte)."""
+        """Held-out loss on the validation split carved from the training data (never the test split):
+        with accuracy for a classifier, bits/byte for an LM."""
         c = self.config
         if self.dataset.kind == "text":
-            batches = self.dataset.test_batches(c.eval_batch_size, self.spec.context, limit=c.val_limit)
+            batches = self.dataset.test_batches(
+                c.eval_batch_size, self.spec.context, limit=c.val_limit, split="validation"
+            )
             loss, _, _ = self._mean_loss(batches)
             return Validation(loss=loss, bits_per_byte=loss / math.log(2))
-        test = Batch(self.dataset.x_test, self.dataset.y_test)
-        loss, count, correct = self._mean_loss(self._chunks(test, c.val_limit))
+        x, y = self.dataset.split("validation")
+        loss, count, correct = self._mean_loss(self._chunks(Batch(x, y), c.val_limit))
         return Validation(loss=loss, accuracy=correct / count if count else math.nan)
 
     def validation_loss(self) -> float:
