@@ -9,54 +9,44 @@ Every method raises ``SpecError`` for a bad argument, ``JobNotFound`` for an unk
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import SpecError, TableError
-from ..records import (
-    CommitOutcome,
-    JobInfo,
-    JobState,
-    LayerEntry,
-    SeedCommit,
-    Snapshot,
-    TableEvent,
-)
+from ..errors import TableError
+from ..records import JobInfo, JobState, LayerEntry, Snapshot
 from . import scripts as table_scripts
+from . import scripts_commit as table_scripts_commit
 from . import scripts_jobs as table_scripts_jobs
 from .codec import (
     REGISTRY_KEY,
     Keys,
     check_int,
-    check_seeds,
-    check_writer,
     decode_float,
     decode_floats,
+    decode_format,
+    decode_gens,
     decode_seeds,
     decode_state,
     decode_text,
     decode_uint,
     encode_floats,
+    encode_gens,
     encode_loss,
     encode_seeds,
     seed_width,
 )
+from .commits import BATCH, CommitMixin
 from .conn import Connection, map_error, stream_script
-from .export import MAX_LAYERS, decode_event, export_doc, first_difference, parse_export, replay
+from .export import MAX_LAYERS, export_doc, parse_export
 from .jobs import JobRegistryMixin, decode_spec, state_arg
+from .stream import StreamEvent, decode_event, first_difference, replay
 
-_OUTCOMES = {
-    1: CommitOutcome.ACCEPTED,
-    2: CommitOutcome.STALE,
-    3: CommitOutcome.NOT_BETTER,
-    4: CommitOutcome.ACCEPTED,
-}
-BATCH = 256  # commits per COMMIT_MANY script: bounds how long one script holds Redis (about 1 ms)
+__all__ = ["BATCH", "SeedTable", "StreamEvent"]
 _SCRIPTS = (
-    "COMMIT",
-    "COMMIT_MANY",
+    "COMMIT_SEEDS",
+    "SWAP",
+    "PUBLISH",
     "SNAPSHOT",
     "CREATE",
     "REPAIR",
@@ -75,11 +65,12 @@ _SCRIPTS = (
 )
 
 
-class SeedTable(JobRegistryMixin):
+class SeedTable(JobRegistryMixin, CommitMixin):
     """The seed table of every job on one Redis server. Thread-safe (redis-py pools connections).
 
     The job registry methods (create_job, list_jobs, set_state, heartbeat, progress, ...) are in
-    ``table.jobs.JobRegistryMixin``; the table itself (snapshot, commits, export, ...) is here.
+    ``table.jobs.JobRegistryMixin``, the writes (commit_seeds, commit_swap, publish_floats, ...) in
+    ``table.commits.CommitMixin``; the reads, the stream, export and import are here.
     """
 
     def __init__(
@@ -104,7 +95,7 @@ class SeedTable(JobRegistryMixin):
             connect_timeout=connect_timeout,
         )
         client = self._conn.client
-        sources = {**vars(table_scripts), **vars(table_scripts_jobs)}
+        sources = {**vars(table_scripts), **vars(table_scripts_commit), **vars(table_scripts_jobs)}
         self._s = {name: client.register_script(sources[name]) for name in _SCRIPTS}
 
     @property
@@ -164,91 +155,15 @@ class SeedTable(JobRegistryMixin):
         res = self._run("ENTRY", [keys.meta, keys.layer(layer)], [layer], "entry")
         return _row(layer, keys.layer(layer), res[1:], int(res[0]))
 
-    def commit_seeds(
-        self,
-        job: str,
-        layer: int,
-        expected_version: int,
-        seeds: Sequence[int],
-        floats: Sequence[float],
-        loss: float,
-        evaluator_id: str = "",
-    ) -> CommitOutcome:
-        """Atomically replace the layer's seeds and floats if it is still at ``expected_version`` and ``loss``
-        is strictly lower than the stored loss; then the layer version and the epoch go up by one and the
-        commit is appended to the stream. A retry after a lost reply is answered, not applied twice.
-
-        Raises SpecError (bad seed, float, NaN/inf loss, layer out of range, wrong float count), JobNotFound,
-        TableError (malformed row, or the job is not PENDING/RUNNING), ConnectionFailed.
-        """
-        keys = Keys(job)
-        args = _commit_fields(layer, expected_version, seeds, floats, loss, evaluator_id)
-        args += [os.urandom(8).hex(), "seeds", "0"]
-        res = self._run("COMMIT", [keys.meta, keys.layer(args[0]), keys.events], args, "commit_seeds")
-        return _OUTCOMES[res[0]]
-
-    def commit_seeds_many(self, job: str, commits: Sequence[SeedCommit]) -> list[CommitOutcome]:
-        """``commit_seeds`` for many commits in one round trip, applied in order with the same rules.
-
-        Commits go to Redis in scripts of up to ``BATCH`` commits; each script is one atomic step (all its
-        rows are checked before any is written). Every commit is checked before anything is sent
-        (SpecError). A batch that Redis refuses (TableError: a malformed row, a finished job) is not
-        applied; the call's other batches are, and the error names the first refused one. A batch retried
-        after a lost reply is answered from the reply Redis kept, not applied twice.
-        """
-        keys = Keys(job)
-        batches: list[list] = []
-        for k in range(0, len(commits), BATCH):
-            args: list = [min(BATCH, len(commits) - k)]
-            for i, c in enumerate(commits[k : k + BATCH], start=k):
-                if not isinstance(c, SeedCommit):
-                    raise SpecError(f"commits[{i}]: expected a SeedCommit, got {type(c).__name__}")
-                try:
-                    args += _commit_fields(
-                        c.layer, c.expected_version, c.seeds, c.floats, c.loss, c.evaluator_id
-                    )
-                except SpecError as exc:
-                    raise SpecError(f"commits[{i}].{exc}") from None
-            batches.append([[keys.meta, keys.events, keys.batch(os.urandom(8).hex())], args])
-        script = self._s["COMMIT_MANY"]
-        results = self._conn.call("commit_seeds_many", lambda c: stream_script(c, script, batches))
-        out: list[CommitOutcome] = []
-        for k, res in enumerate(results):
-            if isinstance(res, Exception):
-                raise map_error(res, f"commit_seeds_many (commits {k * BATCH}..)")
-            out += [_OUTCOMES[code] for code in res[:-1:2]]
-        return out
-
-    def publish_floats(
-        self,
-        job: str,
-        layer: int,
-        expected_version: int,
-        floats: Sequence[float],
-        loss: float,
-        *,
-        writer: str = "trainer",
-        require_lower: bool = False,
-    ) -> CommitOutcome:
-        """The trainer's path: replace the layer's floats (same seeds) if it is still at ``expected_version``.
-
-        The version check alone decides by default: the trainer's loss is a new measurement of the same seeds
-        and becomes the stored loss even if higher (pass ``require_lower=True`` to demand a lower loss).
-        Bumps the version and the epoch and appends to the stream like a commit. Raises like commit_seeds.
-        """
-        keys = Keys(job)
-        args = _commit_fields(layer, expected_version, None, floats, loss, writer)
-        args += [os.urandom(8).hex(), "floats", "1" if require_lower else "0"]
-        res = self._run("COMMIT", [keys.meta, keys.layer(args[0]), keys.events], args, "publish_floats")
-        return _OUTCOMES[res[0]]
-
     # --- stream, export, import -----------------------------------------------------------------------------
 
-    def events(self, job: str, *, after: str | None = None, count: int | None = None) -> list[TableEvent]:
-        """The stream's entries in order (after stream id ``after``, at most ``count``). Raises TableError."""
+    def events(self, job: str, *, after: str | None = None, count: int | None = None) -> list[StreamEvent]:
+        """The stream's entries in order (after stream id ``after``, at most ``count``), as ``StreamEvent``s
+        (``TableEvent`` plus gens, slot, seed, gen, kept). Raises JobNotFound, TableError (a malformed
+        entry, or one of another table format)."""
         keys = Keys(job)
         bits = self.job_info(job).seed_bits
-        out: list[TableEvent] = []
+        out: list[StreamEvent] = []
         start = "-" if after is None else f"({after}"
         while count is None or len(out) < count:
             n = 1000 if count is None else min(1000, count - len(out))
@@ -318,9 +233,11 @@ class SeedTable(JobRegistryMixin):
         evs = self.events(job)
         rebuilt = replay(job, keys.events, evs)
         args: list = [keys.prefix, evs[-1].id if evs else "", rebuilt.epoch]
+        width = seed_width(self.job_info(job).seed_bits)
         for e in rebuilt.layers:
             args += [
-                encode_seeds(e.seeds),
+                encode_seeds(e.seeds, width),
+                encode_gens(e.generations),
                 encode_floats(e.floats),
                 encode_loss(e.loss, allow_inf=True),
                 e.version,
@@ -334,37 +251,22 @@ class SeedTable(JobRegistryMixin):
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-def _commit_fields(layer, expected_version, seeds, floats, loss, writer) -> list:
-    """Checked and encoded: layer, expected_version, seeds JSON (b"" if None), floats, loss, writer, width."""
-    layer = check_int(layer, "layer", 0, MAX_LAYERS)
-    expected_version = check_int(expected_version, "expected_version")
-    if seeds is None:
-        seeds_b, width = b"", 0
-    else:
-        seeds = check_seeds(seeds)
-        seeds_b, width = encode_seeds(seeds), seed_width(seeds)
-    return [
-        layer,
-        expected_version,
-        seeds_b,
-        encode_floats(floats),
-        encode_loss(loss),
-        check_writer(writer),
-        width,
-    ]
-
-
 def _str(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
 def _row(layer: int, key: str, vals: Sequence, seed_bits: int) -> LayerEntry:
-    seeds, floats, loss, version, writer, when = vals
+    """One row as read by SNAPSHOT / ENTRY (format, seeds, gens, floats, loss, version, writer, time),
+    decoded strictly: TableError naming the key, the field and the value."""
+    fmt, seeds, gens, floats, loss, version, writer, when = vals
+    decode_format(fmt, key)
     v = decode_uint(version, key, "version")
+    g = decode_gens(gens, key)
     return LayerEntry(
         layer=layer,
-        seeds=decode_seeds(seeds, key, "seeds", seed_bits),
-        floats=decode_floats(floats, key),
+        seeds=decode_seeds(seeds, key, "seeds", seed_bits, len(g)),
+        gens=g,
+        floats=decode_floats(floats, key, "floats", len(g) - 4),
         loss=decode_float(loss, key, "loss", allow_inf=v == 0),
         version=v,
         writer=decode_text(writer, key, "writer"),

@@ -3,6 +3,11 @@
 Everything that goes into Redis is checked here first, and everything read back is decoded strictly here:
 a malformed value read from Redis raises ``TableError`` naming the key, the field and the value; a bad
 argument raises ``SpecError`` naming the argument and the value. Nothing is ever unpickled.
+
+Binary encodings (table format 2, docs/table.md): a row's seeds are packed little-endian unsigned integers of
+the job's seed width (``seed_width``: 1, 2, 4 or 8 bytes by seed_bits); on the wire to a script they are
+8 bytes each (``encode_wire_seeds``) and the script narrows them. Generations are little-endian uint32,
+floats little-endian float32.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ import struct
 from collections.abc import Iterable, Mapping
 
 from ..errors import SpecError, TableError
-from ..records import N_SEEDS, SEED_NAMES, JobState
+from ..records import MAX_RANK, N_LAYER_SEEDS, JobState, rank_of, seed_names
 
-FORMAT = "1"  # schema version stored in every job's meta hash
+FORMAT = "2"  # table format, stored in every job's meta hash, every row and every stream entry
 REGISTRY_KEY = "germ:jobs"  # set of job ids; the only key outside a job's own hash tag
 ROLES = ("worker", "driver", "trainer")
 JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -28,7 +33,9 @@ MAX_DOC = 8 << 20
 MAX_WRITER = 200
 MAX_PAYLOAD = 4096
 MAX_SEED_BITS = 63
+MAX_GEN = 2**32 - 1  # generations are stored as uint32
 FLOAT32_MAX = 3.4028234663852886e38
+_UINT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 # Legal job-state transitions (a transition to the current state is an idempotent no-op).
 TRANSITIONS: dict[JobState, tuple[JobState, ...]] = {
@@ -40,10 +47,8 @@ TRANSITIONS: dict[JobState, tuple[JobState, ...]] = {
 }
 WRITABLE_STATES = (JobState.PENDING, JobState.RUNNING)
 
-_SEEDS_RE = re.compile(rb"\[\d{1,19}(?:,\d{1,19}){%d}\]" % (N_SEEDS - 1))
 _FLOAT_RE = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|inf")
 _UINT_RE = re.compile(rb"\d{1,15}")
-_SEEDS_FMT = b"[" + b",".join([b"%d"] * N_SEEDS) + b"]"
 _INT = {int}
 
 
@@ -112,21 +117,31 @@ def check_seed_bits(bits: object, what: str = "seed_bits") -> int:
 
 
 def check_seeds(seeds: object, seed_bits: int = MAX_SEED_BITS, what: str = "seeds") -> tuple[int, ...]:
-    """The seeds as a tuple of ints; SpecError unless they are N_SEEDS integers in [0, 2**seed_bits).
+    """The seeds as a tuple of ints. SpecError unless they are ``rank + 4`` integers in [0, 2**seed_bits)
+    (rank 1..MAX_RANK) with no component seed twice (docs/layout.md); the error names the slot.
 
     Any integer type is accepted (numpy's too); bools and floats are not.
     """
     if type(seeds) is tuple or type(seeds) is list:
         t = tuple(seeds)
-        if len(t) == N_SEEDS and set(map(type, t)) == _INT and min(t) >= 0 and not max(t) >> seed_bits:
-            return t  # the fast path: plain ints in range
+        n = len(t)
+        if (
+            N_LAYER_SEEDS < n <= MAX_RANK + N_LAYER_SEEDS
+            and set(map(type, t)) == _INT
+            and min(t) >= 0
+            and not max(t) >> seed_bits
+            and len(set(t[:-N_LAYER_SEEDS])) == n - N_LAYER_SEEDS
+        ):
+            return t  # the fast path: plain ints in range, components distinct
     if isinstance(seeds, str | bytes | Mapping) or not isinstance(seeds, Iterable):
-        raise SpecError(f"{what}: expected {N_SEEDS} integer seeds {SEED_NAMES}, got {seeds!r}")
+        raise SpecError(f"{what}: expected rank + {N_LAYER_SEEDS} integer seeds, got {seeds!r}"[:300])
     t = tuple(seeds)
-    if len(t) != N_SEEDS:
-        raise SpecError(f"{what}: expected {N_SEEDS} integer seeds {SEED_NAMES}, got {len(t)}: {t!r}")
+    try:
+        names = seed_names(rank_of(len(t)))
+    except ValueError as exc:
+        raise SpecError(f"{what}: {exc}") from None
     out = []
-    for name, x in zip(SEED_NAMES, t, strict=True):
+    for name, x in zip(names, t, strict=True):
         try:
             v = operator.index(x) if not isinstance(x, bool) else -1
         except TypeError:
@@ -134,17 +149,79 @@ def check_seeds(seeds: object, seed_bits: int = MAX_SEED_BITS, what: str = "seed
         if not 0 <= v < 1 << seed_bits:
             raise SpecError(f"{what}.{name}: {x!r} is not an integer in [0, 2**{seed_bits})")
         out.append(v)
+    comps = out[:-N_LAYER_SEEDS]
+    for k, v in enumerate(comps):
+        if v in comps[:k]:
+            raise SpecError(
+                f"{what}.c{k}: {v} repeats component c{comps.index(v)}'s seed "
+                "(a layer never holds one component seed twice)"
+            )
     return tuple(out)
 
 
-def seed_width(seeds: tuple[int, ...]) -> int:
+def check_seed(seed: object, seed_bits: int = MAX_SEED_BITS, what: str = "seed") -> int:
+    if isinstance(seed, bool):
+        seed = -1
+    try:
+        v = operator.index(seed)  # type: ignore[arg-type]
+    except TypeError:
+        v = -1
+    if not 0 <= v < 1 << seed_bits:
+        raise SpecError(f"{what}: {seed!r} is not an integer in [0, 2**{seed_bits})")
+    return v
+
+
+def check_gens(gens: object, count: int, what: str = "gens") -> tuple[int, ...]:
+    """``count`` generations (uint32) as a tuple of ints; SpecError naming the slot otherwise."""
+    if isinstance(gens, str | bytes | Mapping) or not isinstance(gens, Iterable):
+        raise SpecError(f"{what}: expected {count} integer generations, got {gens!r}"[:300])
+    t = tuple(gens)
+    if len(t) != count:
+        raise SpecError(f"{what}: expected {count} generations (one per seed slot), got {len(t)}")
+    names = seed_names(count - N_LAYER_SEEDS) if count > N_LAYER_SEEDS else [str(i) for i in range(count)]
+    for name, g in zip(names, t, strict=True):
+        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= MAX_GEN:
+            raise SpecError(f"{what}.{name}: {g!r} is not an integer in [0, {MAX_GEN}]")
+    return t
+
+
+def check_float_count(n: int, rank: int, what: str = "floats") -> None:
+    """SpecError unless ``n`` floats fit a layer of rank ``rank``: ``2 + rank * (1 + experts)``."""
+    if n < 2 + rank or (n - 2) % rank:
+        raise SpecError(
+            f"{what}: {n} values do not fit rank {rank} (expected 2 + {rank} * (1 + experts): "
+            "alpha, beta, g, expert rows)"
+        )
+
+
+def seed_width(seed_bits: int) -> int:
+    """Bytes per stored seed for a job of ``seed_bits``: 1, 2, 4 or 8."""
+    return 1 if seed_bits <= 8 else 2 if seed_bits <= 16 else 4 if seed_bits <= 32 else 8
+
+
+def bits_needed(seeds: Iterable[int]) -> int:
     """The number of bits the widest seed needs (checked against the job's seed_bits inside Redis)."""
     return max(seeds).bit_length()
 
 
-def encode_seeds(seeds: tuple[int, ...]) -> bytes:
-    """Compact JSON: ``[1,2,3,4,5,6,7,8]`` (checked seeds only)."""
-    return _SEEDS_FMT % seeds
+def encode_seeds(seeds: tuple[int, ...], width: int) -> bytes:
+    """Checked seeds packed little-endian, ``width`` bytes each (a row's ``seeds`` field)."""
+    return _uints(width, len(seeds)).pack(*seeds)
+
+
+def encode_wire_seeds(seeds: tuple[int, ...]) -> bytes:
+    """Checked seeds as 8-byte little-endian integers (a script narrows them to the job's width)."""
+    return _uints(8, len(seeds)).pack(*seeds)
+
+
+def encode_gens(gens: tuple[int, ...]) -> bytes:
+    """Checked generations as little-endian uint32."""
+    return _uints(4, len(gens)).pack(*gens)
+
+
+@functools.cache
+def _uints(width: int, n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}{_UINT_CODES[width]}")
 
 
 def encode_floats(floats: object, what: str = "floats") -> bytes:
@@ -271,21 +348,65 @@ def decode_text(raw: object, key: str, field: str) -> str:
         raise _bad(key, field, raw, "not UTF-8 text") from None
 
 
+def decode_format(raw: object, key: str) -> None:
+    """TableError naming the format found and the one expected unless ``raw`` is this table format."""
+    if raw == FORMAT.encode():
+        return
+    found = "table format 1 (it has no format field)" if raw is None else "table format " + repr(raw)[1:]
+    raise _bad(key, "format", raw, f"found {found}, expected table format {FORMAT}")
+
+
 def decode_seeds(
-    raw: object, key: str, field: str = "seeds", seed_bits: int = MAX_SEED_BITS
+    raw: object, key: str, field: str = "seeds", seed_bits: int = MAX_SEED_BITS, count: int | None = None
 ) -> tuple[int, ...]:
-    if not isinstance(raw, bytes) or not _SEEDS_RE.fullmatch(raw):
-        raise _bad(key, field, raw, f"expected a JSON list of {N_SEEDS} non-negative integers")
-    seeds = tuple(map(int, raw[1:-1].split(b",")))
+    """A packed seed vector of the job's width: rank + 4 seeds (``count`` of them if given, the row's
+    generation count) below 2**seed_bits, no component seed twice."""
+    width = seed_width(seed_bits)
+    if not isinstance(raw, bytes) or len(raw) % width:
+        raise _bad(key, field, raw, f"expected little-endian seeds of {width} bytes")
+    n = len(raw) // width
+    if count is not None and n != count:
+        raise _bad(key, field, raw, f"{n} seeds of {width} bytes, but gens holds {count} generations")
+    if not N_LAYER_SEEDS < n <= MAX_RANK + N_LAYER_SEEDS:
+        raise _bad(key, field, raw, f"{n} seeds, expected rank + {N_LAYER_SEEDS} (rank 1..{MAX_RANK})")
+    seeds = _uints(width, n).unpack(raw)
     if max(seeds) >> seed_bits:
         raise _bad(key, field, raw, f"a seed is wider than the job's seed_bits={seed_bits}")
+    k = _repeat(seeds[:-N_LAYER_SEEDS])
+    if k is not None:
+        raise _bad(key, field, raw, f"component c{k} repeats an earlier component's seed")
     return seeds
 
 
-def decode_floats(raw: object, key: str, field: str = "floats") -> tuple[float, ...]:
+def _repeat(comps: tuple[int, ...]) -> int | None:
+    if len(set(comps)) == len(comps):
+        return None
+    seen: set[int] = set()
+    for k, s in enumerate(comps):
+        if s in seen:
+            return k
+        seen.add(s)
+    return None  # pragma: no cover
+
+
+def decode_gens(raw: object, key: str, field: str = "gens") -> tuple[int, ...]:
+    """A row's slot generations: rank + 4 little-endian uint32."""
+    if not isinstance(raw, bytes) or len(raw) % 4:
+        raise _bad(key, field, raw, "expected little-endian uint32 generations")
+    n = len(raw) // 4
+    if not N_LAYER_SEEDS < n <= MAX_RANK + N_LAYER_SEEDS:
+        raise _bad(key, field, raw, f"{n} generations, expected rank + {N_LAYER_SEEDS} (rank 1..{MAX_RANK})")
+    return _uints(4, n).unpack(raw)
+
+
+def decode_floats(raw: object, key: str, field: str = "floats", rank: int | None = None) -> tuple[float, ...]:
+    """Little-endian float32, all finite; with ``rank``, exactly ``2 + rank * (1 + experts)`` of them."""
     if not isinstance(raw, bytes) or len(raw) % 4:
         raise _bad(key, field, raw, "expected little-endian float32 bytes")
-    values = struct.unpack(f"<{len(raw) // 4}f", raw)
+    n = len(raw) // 4
+    if rank is not None and (n < 2 + rank or (n - 2) % rank):
+        raise _bad(key, field, raw, f"{n} values do not fit rank {rank} (2 + rank * (1 + experts))")
+    values = _f32(n).unpack(raw)
     if not all(map(math.isfinite, values)):
         raise _bad(key, field, raw, "contains NaN or inf")
     return values

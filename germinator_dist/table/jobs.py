@@ -16,6 +16,7 @@ from .codec import (
     REGISTRY_KEY,
     Keys,
     check_doc,
+    check_float_count,
     check_int,
     check_member_id,
     check_seed_bits,
@@ -27,9 +28,11 @@ from .codec import (
     decode_text,
     decode_uint,
     encode_floats,
+    encode_gens,
     encode_loss,
     encode_payload,
     encode_seeds,
+    seed_width,
 )
 from .conn import Connection
 from .export import MAX_LAYERS
@@ -60,11 +63,13 @@ class JobRegistryMixin:
         resume: bool = False,
         seed_bits: int = 63,
     ) -> JobInfo:
-        """Create a job (PENDING) with its initial layer rows (versions 0, logged to the stream as ``init``).
+        """Create a job (PENDING) with its initial layer rows, logged to the stream as ``init``. Versions and
+        slot generations start at 0 (those of the given rows are not used).
 
         An existing job id raises TableError, unless ``resume``: then the stored table is kept (after checking
-        that the spec and the layer shapes match, TableError otherwise) and only desired_workers is set.
-        Raises SpecError for a bad id, spec, seed (wider than ``seed_bits``), float or loss (NaN).
+        that the spec and every layer's rank and float count match, TableError otherwise) and only
+        desired_workers is set. Raises SpecError for a bad id or spec, a seed wider than ``seed_bits``, a
+        repeated component seed, floats that do not fit the layer's rank, a NaN loss.
         """
         keys = Keys(job)
         check_spec_json(spec_json)
@@ -73,11 +78,15 @@ class JobRegistryMixin:
         if not isinstance(layers, Sequence) or not 1 <= len(layers) <= MAX_LAYERS:
             raise SpecError(f"layers: expected 1..{MAX_LAYERS} initial LayerEntry rows, got {layers!r}"[:200])
         rows: list[bytes | str] = []
+        width = seed_width(bits)
         for i, e in enumerate(layers):
             if not isinstance(e, LayerEntry) or e.layer != i:
                 raise SpecError(f"layers[{i}]: expected a LayerEntry with layer={i}, got {e!r}"[:200])
+            seeds = check_seeds(e.seeds, bits, f"layers[{i}].seeds")
+            check_float_count(len(e.floats), e.rank, f"layers[{i}].floats")
             rows += [
-                encode_seeds(check_seeds(e.seeds, bits, f"layers[{i}].seeds")),
+                encode_seeds(seeds, width),
+                encode_gens((0,) * len(seeds)),
                 encode_floats(e.floats, f"layers[{i}].floats"),
                 encode_loss(e.loss, allow_inf=True, what=f"layers[{i}].loss"),
                 b"0",
@@ -97,10 +106,14 @@ class JobRegistryMixin:
         if json.loads(self.get_spec(job)) != json.loads(spec_json):
             raise TableError(f"job {job}: resume with a different spec than the stored one")
         snap = self.snapshot(job)
-        shapes = [(len(e.seeds), len(e.floats)) for e in snap.layers]
-        want = [(len(e.seeds), len(e.floats)) for e in layers]
-        if shapes != want:
-            raise TableError(f"job {job}: stored layer shapes (seeds, floats) {shapes} != given {want}")
+        if len(snap.layers) != len(layers):
+            raise TableError(f"job {job}: resume with {len(layers)} layers, the table has {len(snap.layers)}")
+        for stored, given in zip(snap.layers, layers, strict=True):
+            if (stored.rank, len(stored.floats)) != (given.rank, len(given.floats)):
+                raise TableError(
+                    f"job {job}: resume with layer {given.layer} of rank {given.rank} and "
+                    f"{len(given.floats)} floats, the table has rank {stored.rank} and {len(stored.floats)}"
+                )
 
     def job_info(self, job: str) -> JobInfo:
         """The job's registry row. Raises JobNotFound, TableError (malformed meta)."""

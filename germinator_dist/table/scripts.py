@@ -1,14 +1,19 @@
-"""The Lua scripts of the seed table (sources only; ``germinator_dist.table`` registers them).
+"""The Lua scripts of the seed table: the shared prelude and the read / create / repair scripts (sources
+only; ``germinator_dist.table`` registers them). The commit scripts are in ``table.scripts_commit``.
 
 Every script checks everything it reads *before* its first write (Redis does not roll a script back), so
 a script that fails leaves the table unchanged. Errors are raised as ``{err = "<CODE> message"}`` with
 CODE one of GERM_TABLE (malformed content / refused), GERM_SPEC (bad argument), GERM_NOJOB, GERM_EXISTS,
-GERM_STATE (illegal state transition or write to a finished job); ``table.py`` maps them to exceptions.
+GERM_STATE (illegal state transition or write to a finished job); ``table.conn`` maps them to exceptions.
+
+Lua 5.1 numbers are doubles, so a 63-bit seed is never turned into a number here: seeds are compared and
+spliced as byte strings (``string.sub``, concatenation). ``struct`` packs and unpacks only generations
+(uint32) -- exact in a double. Floats are spliced as 4-byte substrings, never decoded.
 """
 
 from __future__ import annotations
 
-from ..records import N_SEEDS
+from ..records import MAX_RANK, N_LAYER_SEEDS
 from .codec import FORMAT, TRANSITIONS, WRITABLE_STATES
 
 RECENT_TOKENS = 16  # accepted-commit tokens remembered per layer, so a retried commit is answered once
@@ -21,8 +26,7 @@ def _lua_set(names) -> str:
 
 _SUBS = {
     "@FORMAT@": FORMAT,
-    "@N_SEEDS@": str(N_SEEDS),
-    "@SEEDS_PAT@": "^%[" + "%d+," * (N_SEEDS - 1) + "%d+%]$",
+    "@MAX_SLOTS@": str(MAX_RANK + N_LAYER_SEEDS),
     "@RECENT@": str(RECENT_TOKENS * TOKEN_LEN),
     "@WRITABLE@": _lua_set(s.value for s in WRITABLE_STATES),
     "@TRANSITIONS@": "{"
@@ -40,6 +44,7 @@ def lua_script(body: str) -> str:
 
 
 PRELUDE = r"""
+local FORMAT = '@FORMAT@'
 local function fail(code, msg) error({err = code .. ' ' .. msg}) end
 local function show(v)
   if v == false or v == nil then return '(missing)' end
@@ -52,6 +57,10 @@ end
 local function bad(key, field, v, why)
   fail('GERM_TABLE', 'malformed seed table entry ' .. key .. ' field ' .. field .. ': ' .. show(v)
        .. ' (' .. why .. ')')
+end
+local function found_format(v)
+  if not v then return 'found table format 1 (it has no format field), expected table format ' .. FORMAT end
+  return 'found table format ' .. show(v) .. ', expected table format ' .. FORMAT
 end
 local function ktype(key) return redis.call('TYPE', key)['ok'] end
 local function want_type(key, t, may_be_missing)
@@ -104,172 +113,137 @@ local function load_meta(key, nojob_ok)
     if nojob_ok then return nil end
     fail('GERM_NOJOB', 'no job with meta key ' .. key)
   end
-  if f[1] ~= '@FORMAT@' then bad(key, 'format', f[1], 'expected schema format @FORMAT@') end
+  if f[1] ~= FORMAT then bad(key, 'format', f[1], found_format(f[1])) end
   if not STATES[f[2]] then bad(key, 'state', f[2], 'expected a job state') end
   local m = {state = f[2], n_layers = uint(key, 'n_layers', f[3]), seed_bits = uint(key, 'seed_bits', f[4]),
              epoch = uint(key, 'epoch', f[5]), desired_workers = uint(key, 'desired_workers', f[6])}
   if m.seed_bits < 1 or m.seed_bits > 63 then bad(key, 'seed_bits', f[4], 'expected 1..63') end
+  m.width = 8
+  if m.seed_bits <= 8 then m.width = 1 elseif m.seed_bits <= 16 then m.width = 2
+  elseif m.seed_bits <= 32 then m.width = 4 end
   return m
 end
-local function check_seeds(key, v)
-  if type(v) ~= 'string' or not string.match(v, '@SEEDS_PAT@') then
-    bad(key, 'seeds', v, 'expected a JSON list of @N_SEEDS@ seeds')
+local function check_writable(meta, key)
+  if not (@WRITABLE@)[meta.state] then
+    fail('GERM_STATE', 'job ' .. key .. ' is ' .. meta.state
+         .. '; the table only accepts writes while PENDING or RUNNING')
   end
 end
-local function check_floats(key, v)
-  if type(v) ~= 'string' or #v % 4 ~= 0 then bad(key, 'floats', v, 'expected float32 bytes') end
+-- A layer row, checked: format, gens (uint32 per slot), seeds (width bytes per slot), floats (float32,
+-- 2 + rank * per), loss, version. Seeds stay byte strings; the loss is a number (loss_text as stored).
+local function read_row(key, width)
+  local f = row_fields(key, 'format', 'seeds', 'gens', 'floats', 'loss', 'version', 'recent', 'writer')
+  if f[1] ~= FORMAT then bad(key, 'format', f[1], found_format(f[1])) end
+  local seeds, gens, floats = f[2], f[3], f[4]
+  if type(gens) ~= 'string' or #gens % 4 ~= 0 or #gens <= 16 or #gens > 4 * @MAX_SLOTS@ then
+    bad(key, 'gens', gens, 'expected rank + 4 little-endian uint32 generations')
+  end
+  local n = #gens / 4
+  local rank = n - 4
+  if type(seeds) ~= 'string' or #seeds ~= n * width then
+    bad(key, 'seeds', seeds, 'expected ' .. n .. ' little-endian seeds of ' .. width
+        .. ' bytes, one per generation in gens')
+  end
+  local nf = 0
+  if type(floats) == 'string' and #floats % 4 == 0 then nf = #floats / 4 end
+  if nf < 2 + rank or (nf - 2) % rank ~= 0 then
+    bad(key, 'floats', floats, 'expected float32 bytes: 2 + ' .. rank .. ' * (1 + experts) values')
+  end
+  return {key = key, seeds = seeds, gens = gens, floats = floats, loss = loss(key, 'loss', f[5]),
+          loss_text = f[5], version = uint(key, 'version', f[6]), recent = f[7] or '', writer = f[8] or '',
+          n = n, rank = rank, per = (nf - 2) / rank}
+end
+local function gen_at(gens, k) return (struct.unpack('<I4', gens, 4 * k + 1)) end
+-- g + 1 (slot k of the row at key), refused at the uint32 maximum.
+local function plus_one(key, k, g)
+  if g >= 4294967295 then
+    fail('GERM_TABLE', key .. ': the generation of slot ' .. k .. ' is at its maximum')
+  end
+  return g + 1
+end
+local function set_at(s, width, k, v)
+  return string.sub(s, 1, k * width) .. v .. string.sub(s, (k + 1) * width + 1)
+end
+-- The component slot other than `except` that holds `seed` (width bytes), or nil.
+local function holder(seeds, width, rank, seed, except)
+  local at, limit = 1, rank * width
+  while true do
+    local i = string.find(seeds, seed, at, true)
+    if i == nil or i > limit then return nil end
+    if (i - 1) % width == 0 and (i - 1) / width ~= except then return (i - 1) / width end
+    at = i + 1
+  end
+end
+-- Slot k's floats (g[k], then e[j][i][k] for every expert row): indices 2 + j * rank + k, j = 0..per-1.
+local function slot_floats(floats, rank, per, k)
+  local out = {}
+  for j = 0, per - 1 do
+    local at = (2 + j * rank + k) * 4
+    out[#out + 1] = string.sub(floats, at + 1, at + 4)
+  end
+  return table.concat(out)
+end
+local function splice_slot(floats, rank, per, k, sf)
+  local parts, from = {}, 1
+  for j = 0, per - 1 do
+    local at = (2 + j * rank + k) * 4
+    parts[#parts + 1] = string.sub(floats, from, at)
+    parts[#parts + 1] = string.sub(sf, 4 * j + 1, 4 * j + 4)
+    from = at + 5
+  end
+  parts[#parts + 1] = string.sub(floats, from)
+  return table.concat(parts)
+end
+-- The n fixed-width fields of s as a Lua list, in one C call: 'cW' reads W bytes as a string, 'x' skips one.
+local function fields(s, n, width, skip)
+  local t = {struct.unpack(string.rep('c' .. width .. string.rep('x', skip or 0), n), s)}
+  t[n + 1] = nil  -- struct.unpack also returns the next position
+  return t
+end
+-- 8-byte little-endian wire seeds narrowed to the job's width (their high bytes are zero: checked bits).
+local function narrow(wire, width)
+  if width == 8 then return wire end
+  return table.concat(fields(wire, #wire / 8, width, 8 - width))
+end
+-- The generations after a whole-vector commit: +1 for every slot whose seed differs.
+local function bumped(r, seeds, width)
+  local fmt_g = '<' .. string.rep('I4', r.n)
+  local old, new = fields(r.seeds, r.n, width), fields(seeds, r.n, width)
+  local g = {struct.unpack(fmt_g, r.gens)}
+  for k = 1, r.n do
+    if old[k] ~= new[k] then g[k] = plus_one(r.key, k - 1, g[k]) end
+  end
+  return struct.pack(fmt_g, unpack(g, 1, r.n))
+end
+-- XADD with the format field. It is each script's first write: a refused append (a wrong-typed key, OOM)
+-- leaves nothing half-done.
+local function append(stream, ...)
+  local id = redis.pcall('XADD', stream, '*', 'format', FORMAT, ...)
+  if type(id) == 'table' then
+    want_type(stream, 'stream', true)
+    fail('GERM_TABLE', 'cannot append to ' .. stream .. ': ' .. tostring(id['err']))
+  end
+  return id
+end
+-- A commit's time: its stream entry id's clock (server ms) as seconds.
+local function id_time(id)
+  local ms = string.match(id, '^%d+')
+  return string.sub(ms, 1, -4) .. '.' .. string.sub(ms, -3)
+end
+local function write_row(r, token)
+  local args = {'seeds', r.seeds, 'gens', r.gens, 'floats', r.floats, 'loss', r.loss_text,
+                'version', fmt(r.version), 'writer', r.writer, 'time', id_time(r.id)}
+  if token then
+    args[#args + 1] = 'recent'
+    args[#args + 1] = string.sub(r.recent .. token, -@RECENT@)
+  end
+  redis.call('HSET', r.key, unpack(args))
 end
 """
 
-# KEYS: meta, layer, events.  ARGV: layer, expected_version, seeds_json ('' for a float publish), floats,
-# loss, writer, seed_width, token, kind ('seeds' | 'floats'), require_lower ('1' | '0').
-# Returns {code, version, epoch}: code 1 accepted, 2 stale, 3 not better, 4 accepted earlier (a retry).
-# The stream entry is written first: it is the only write that can fail (a wrong-typed key, OOM), so a
-# failure leaves nothing half-done. Its id (the server's clock, ms) is the commit's time.
-COMMIT = lua_script(r"""
-local meta = load_meta(KEYS[1])
-if not (@WRITABLE@)[meta.state] then
-  fail('GERM_STATE', 'job ' .. KEYS[1] .. ' is ' .. meta.state
-       .. '; the table only accepts writes while PENDING or RUNNING')
-end
-if tonumber(ARGV[1]) >= meta.n_layers then
-  fail('GERM_SPEC', 'layer: ' .. ARGV[1] .. ' is out of range; the job has ' .. meta.n_layers .. ' layers')
-end
-if tonumber(ARGV[7]) > meta.seed_bits then
-  fail('GERM_SPEC', 'seeds: a seed needs ' .. ARGV[7] .. ' bits, the job has seed_bits=' .. meta.seed_bits)
-end
-local row = row_fields(KEYS[2], 'version', 'loss', 'floats', 'seeds', 'recent')
-local version = uint(KEYS[2], 'version', row[1])
-local cur = loss(KEYS[2], 'loss', row[2])
-check_floats(KEYS[2], row[3])
-check_seeds(KEYS[2], row[4])
-if #ARGV[4] ~= #row[3] then
-  fail('GERM_SPEC', 'floats: got ' .. (#ARGV[4] / 4) .. ' values, layer ' .. ARGV[1] .. ' has '
-       .. (#row[3] / 4))
-end
-if version ~= tonumber(ARGV[2]) then
-  if row[5] and string.find(row[5], ARGV[8], 1, true) then return {4, version, meta.epoch} end
-  return {2, version, meta.epoch}
-end
-if (ARGV[9] == 'seeds' or ARGV[10] == '1') and not (tonumber(ARGV[5]) < cur) then
-  return {3, version, meta.epoch}
-end
-version = version + 1
-local epoch = meta.epoch + 1
-local id
-if ARGV[9] == 'seeds' then
-  id = redis.pcall('XADD', KEYS[3], '*', 'kind', 'seeds', 'layer', ARGV[1], 'version', fmt(version),
-                   'epoch', fmt(epoch), 'seeds', ARGV[3], 'floats', ARGV[4], 'loss', ARGV[5],
-                   'writer', ARGV[6])
-else
-  id = redis.pcall('XADD', KEYS[3], '*', 'kind', 'floats', 'layer', ARGV[1], 'version', fmt(version),
-                   'epoch', fmt(epoch), 'floats', ARGV[4], 'loss', ARGV[5], 'writer', ARGV[6])
-end
-if type(id) == 'table' then
-  want_type(KEYS[3], 'stream', true)
-  fail('GERM_TABLE', 'cannot append to ' .. KEYS[3] .. ': ' .. tostring(id['err']))
-end
-local ms = string.match(id, '^%d+')
-local t = string.sub(ms, 1, -4) .. '.' .. string.sub(ms, -3)
-local recent = string.sub((row[5] or '') .. ARGV[8], -@RECENT@)
-if ARGV[9] == 'seeds' then
-  redis.call('HSET', KEYS[2], 'seeds', ARGV[3], 'floats', ARGV[4], 'loss', ARGV[5], 'version', fmt(version),
-             'writer', ARGV[6], 'time', t, 'recent', recent)
-else
-  redis.call('HSET', KEYS[2], 'floats', ARGV[4], 'loss', ARGV[5], 'version', fmt(version),
-             'writer', ARGV[6], 'time', t, 'recent', recent)
-end
-redis.call('HSET', KEYS[1], 'epoch', fmt(epoch))
-return {1, version, epoch}
-""")
-
-# KEYS: meta, events, batch-result key.  ARGV: n, then per commit: layer, expected_version, seeds_json,
-# floats, loss, writer, seed_width.  Runs n seed commits in order, all in one atomic step, and returns
-# {code, version} per commit then the epoch (codes as COMMIT). Every row the batch touches is read and
-# checked before anything is written; rows are written once at the end. The reply is kept for 10 minutes
-# under the batch key, so a batch retried after a lost reply is answered, not applied twice.
-COMMIT_MANY = lua_script(r"""
-local done = redis.pcall('GET', KEYS[3])
-if type(done) == 'string' then
-  local ok, v = pcall(cjson.decode, done)
-  if ok and type(v) == 'table' then return v end
-end
-local meta = load_meta(KEYS[1])
-if not (@WRITABLE@)[meta.state] then
-  fail('GERM_STATE', 'job ' .. KEYS[1] .. ' is ' .. meta.state
-       .. '; the table only accepts writes while PENDING or RUNNING')
-end
-want_type(KEYS[2], 'stream', true)
-local n = tonumber(ARGV[1])
-local prefix = string.sub(KEYS[1], 1, -5)
-local rows = {}
-for i = 0, n - 1 do
-  local b = 2 + i * 7
-  local layer = tonumber(ARGV[b])
-  if layer >= meta.n_layers then
-    fail('GERM_SPEC', 'commits[' .. i .. '].layer: ' .. ARGV[b] .. ' is out of range; the job has '
-         .. meta.n_layers .. ' layers')
-  end
-  if tonumber(ARGV[b + 6]) > meta.seed_bits then
-    fail('GERM_SPEC', 'commits[' .. i .. '].seeds: a seed needs ' .. ARGV[b + 6]
-         .. ' bits, the job has seed_bits=' .. meta.seed_bits)
-  end
-  local r = rows[layer]
-  if r == nil then
-    local key = prefix .. 'layer:' .. ARGV[b]
-    local f = row_fields(key, 'version', 'loss', 'floats', 'seeds')
-    check_floats(key, f[3])
-    check_seeds(key, f[4])
-    r = {key = key, version = uint(key, 'version', f[1]), loss = loss(key, 'loss', f[2]), nbytes = #f[3]}
-    rows[layer] = r
-  end
-  if #ARGV[b + 3] ~= r.nbytes then
-    fail('GERM_SPEC', 'commits[' .. i .. '].floats: got ' .. (#ARGV[b + 3] / 4) .. ' values, layer '
-         .. ARGV[b] .. ' has ' .. (r.nbytes / 4))
-  end
-end
-local out = {}
-local epoch = meta.epoch
-for i = 0, n - 1 do
-  local b = 2 + i * 7
-  local r = rows[tonumber(ARGV[b])]
-  local code = 1
-  if r.version ~= tonumber(ARGV[b + 1]) then
-    code = 2
-  elseif not (tonumber(ARGV[b + 4]) < r.loss) then
-    code = 3
-  else
-    r.version = r.version + 1
-    epoch = epoch + 1
-    -- only the first write can be refused (OOM): nothing has been written then
-    local id = redis.pcall('XADD', KEYS[2], '*', 'kind', 'seeds', 'layer', ARGV[b],
-                           'version', fmt(r.version), 'epoch', fmt(epoch), 'seeds', ARGV[b + 2],
-                           'floats', ARGV[b + 3], 'loss', ARGV[b + 4], 'writer', ARGV[b + 5])
-    if type(id) == 'table' then
-      fail('GERM_TABLE', 'cannot append to ' .. KEYS[2] .. ': ' .. tostring(id['err']))
-    end
-    r.loss, r.at, r.id = tonumber(ARGV[b + 4]), b, id
-  end
-  out[#out + 1] = code
-  out[#out + 1] = r.version
-end
-for _, r in pairs(rows) do
-  if r.at then
-    local b, ms = r.at, string.match(r.id, '^%d+')
-    redis.call('HSET', r.key, 'seeds', ARGV[b + 2], 'floats', ARGV[b + 3], 'loss', ARGV[b + 4],
-               'version', fmt(r.version), 'writer', ARGV[b + 5],
-               'time', string.sub(ms, 1, -4) .. '.' .. string.sub(ms, -3))
-  end
-end
-if epoch ~= meta.epoch then redis.call('HSET', KEYS[1], 'epoch', fmt(epoch)) end
-out[#out + 1] = epoch
-redis.call('SET', KEYS[3], cjson.encode(out), 'EX', 600)
-return out
-""")
-
 # KEYS: meta.  ARGV: prefix, with_spec ('1' | '0').
-# Returns {state, epoch, n_layers, seed_bits, desired_workers, created, spec|false, {key, seeds, floats, loss,
-# version, writer, time} per layer}. Row fields are decoded (strictly) by the caller.
+# Returns {state, epoch, n_layers, seed_bits, desired_workers, created, spec|false, {key, format, seeds, gens,
+# floats, loss, version, writer, time} per layer}. Row fields are decoded (strictly) by the caller.
 SNAPSHOT = lua_script(r"""
 local meta = load_meta(KEYS[1])
 local extra = redis.call('HMGET', KEYS[1], 'created', 'spec')
@@ -278,15 +252,27 @@ local out = {meta.state, fmt(meta.epoch), fmt(meta.n_layers), fmt(meta.seed_bits
 if ARGV[2] == '1' then out[7] = extra[2] end
 for i = 0, meta.n_layers - 1 do
   local key = ARGV[1] .. 'layer:' .. i
-  local r = row_fields(key, 'seeds', 'floats', 'loss', 'version', 'writer', 'time')
-  out[#out + 1] = {key, r[1], r[2], r[3], r[4], r[5], r[6]}
+  local r = row_fields(key, 'format', 'seeds', 'gens', 'floats', 'loss', 'version', 'writer', 'time')
+  out[#out + 1] = {key, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]}
 end
 return out
 """)
 
+# KEYS: meta, layer.  ARGV: layer.  Returns {seed_bits, format, seeds, gens, floats, loss, version, writer,
+# time}.
+ENTRY = lua_script(r"""
+local meta = load_meta(KEYS[1])
+if tonumber(ARGV[1]) >= meta.n_layers then
+  fail('GERM_SPEC', 'layer: ' .. ARGV[1] .. ' is out of range; the job has ' .. meta.n_layers .. ' layers')
+end
+local r = row_fields(KEYS[2], 'format', 'seeds', 'gens', 'floats', 'loss', 'version', 'writer', 'time')
+return {fmt(meta.seed_bits), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]}
+""")
+
 # KEYS: meta, events, registry.  ARGV: job, prefix, mode ('create' | 'import' | 'replace'), spec, n_layers,
-# seed_bits, desired_workers, state, epoch, then per layer: seeds, floats, loss, version, writer, time ('' =
-# now).  The caller has validated every value. Returns the epoch.
+# seed_bits, desired_workers, state, epoch, then per layer: seeds (packed), gens (packed), floats, loss,
+# version, writer, time ('' = now).  The caller has validated every value. Returns the epoch, or -1 if the
+# job exists (mode create / import).
 CREATE = lua_script(r"""
 local old = load_meta(KEYS[1], true)
 if old ~= nil and ARGV[3] ~= 'replace' then return -1 end
@@ -304,23 +290,24 @@ redis.call('DEL', KEYS[1], unpack(stale))
 local kind = 'init'
 if ARGV[3] ~= 'create' then kind = 'import' end
 for i = 0, n - 1 do
-  local b = 10 + i * 6
-  local time = ARGV[b + 5]
+  local b = 10 + i * 7
+  local time = ARGV[b + 6]
   if time == '' then time = t end
-  redis.call('HSET', ARGV[2] .. 'layer:' .. i, 'seeds', ARGV[b], 'floats', ARGV[b + 1], 'loss', ARGV[b + 2],
-             'version', ARGV[b + 3], 'writer', ARGV[b + 4], 'time', time, 'recent', '')
-  redis.call('XADD', KEYS[2], '*', 'kind', kind, 'layer', fmt(i), 'version', ARGV[b + 3], 'epoch', ARGV[9],
-             'seeds', ARGV[b], 'floats', ARGV[b + 1], 'loss', ARGV[b + 2], 'writer', ARGV[b + 4],
-             'time', time)
+  redis.call('HSET', ARGV[2] .. 'layer:' .. i, 'format', FORMAT, 'seeds', ARGV[b], 'gens', ARGV[b + 1],
+             'floats', ARGV[b + 2], 'loss', ARGV[b + 3], 'version', ARGV[b + 4], 'writer', ARGV[b + 5],
+             'time', time, 'recent', '')
+  redis.call('XADD', KEYS[2], '*', 'format', FORMAT, 'kind', kind, 'layer', fmt(i), 'version', ARGV[b + 4],
+             'epoch', ARGV[9], 'seeds', ARGV[b], 'gens', ARGV[b + 1], 'floats', ARGV[b + 2],
+             'loss', ARGV[b + 3], 'writer', ARGV[b + 5], 'time', time)
 end
-redis.call('HSET', KEYS[1], 'format', '@FORMAT@', 'spec', ARGV[4], 'n_layers', ARGV[5], 'seed_bits', ARGV[6],
+redis.call('HSET', KEYS[1], 'format', FORMAT, 'spec', ARGV[4], 'n_layers', ARGV[5], 'seed_bits', ARGV[6],
            'desired_workers', ARGV[7], 'state', ARGV[8], 'epoch', ARGV[9], 'created', t)
 redis.call('SADD', KEYS[3], ARGV[1])
 return tonumber(ARGV[9])
 """)
 
 # KEYS: meta, events.  ARGV: prefix, last stream id seen ('' if the stream was empty), epoch, then per layer:
-# seeds, floats, loss, version, writer, time.  Rewrites every layer row (a repair from the stream).
+# seeds, gens, floats, loss, version, writer, time.  Rewrites every layer row (a repair from the stream).
 REPAIR = lua_script(r"""
 local meta = load_meta(KEYS[1])
 want_type(KEYS[2], 'stream', true)
@@ -330,27 +317,18 @@ if #last > 0 then last_id = last[1][1] end
 if last_id ~= ARGV[2] then
   fail('GERM_TABLE', 'stream ' .. KEYS[2] .. ' changed during the repair; try again')
 end
-local n = (#ARGV - 3) / 6
+local n = (#ARGV - 3) / 7
 if n ~= meta.n_layers then
   fail('GERM_TABLE', 'stream has ' .. n .. ' layers, meta says ' .. meta.n_layers)
 end
 for i = 0, n - 1 do
-  local b = 4 + i * 6
+  local b = 4 + i * 7
   local key = ARGV[1] .. 'layer:' .. i
   redis.call('DEL', key)
-  redis.call('HSET', key, 'seeds', ARGV[b], 'floats', ARGV[b + 1], 'loss', ARGV[b + 2],
-             'version', ARGV[b + 3], 'writer', ARGV[b + 4], 'time', ARGV[b + 5], 'recent', '')
+  redis.call('HSET', key, 'format', FORMAT, 'seeds', ARGV[b], 'gens', ARGV[b + 1], 'floats', ARGV[b + 2],
+             'loss', ARGV[b + 3], 'version', ARGV[b + 4], 'writer', ARGV[b + 5], 'time', ARGV[b + 6],
+             'recent', '')
 end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[3])
 return n
-""")
-
-# KEYS: meta, layer.  ARGV: layer.  Returns {seed_bits, seeds, floats, loss, version, writer, time}.
-ENTRY = lua_script(r"""
-local meta = load_meta(KEYS[1])
-if tonumber(ARGV[1]) >= meta.n_layers then
-  fail('GERM_SPEC', 'layer: ' .. ARGV[1] .. ' is out of range; the job has ' .. meta.n_layers .. ' layers')
-end
-local r = row_fields(KEYS[2], 'seeds', 'floats', 'loss', 'version', 'writer', 'time')
-return {fmt(meta.seed_bits), r[1], r[2], r[3], r[4], r[5], r[6]}
 """)

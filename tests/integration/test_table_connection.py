@@ -12,13 +12,14 @@ import pytest
 from table_helpers import SPEC, initial_rows
 
 from germinator_dist.errors import ConnectionFailed, SpecError
-from germinator_dist.records import CommitOutcome, SeedCommit
+from germinator_dist.records import CommitOutcome, SeedCommit, SwapCommit
 from germinator_dist.table import SeedTable
 from germinator_dist.table.conn import PASSWORD_ENV, redact
 
 pytestmark = pytest.mark.integration
 
 SEEDS = [1, 2, 3, 4, 5, 6, 7, 8]
+FL = [1.0] * 6  # rank 4: alpha, beta, g (4)
 SECRET = "s3cr3t-Pa55word"
 
 
@@ -29,15 +30,15 @@ def _everything_said(exc: BaseException) -> str:
 def test_redis_restart_while_connected_reconnects_and_reloads_scripts(redis_factory) -> None:
     server = redis_factory(appendonly=True, appendfsync="always")
     with SeedTable(server.url, retries=12, backoff=0.05, max_backoff=0.5) as table:
-        table.create_job("job", SPEC, initial_rows(2, 2))
-        assert table.commit_seeds("job", 0, 0, SEEDS, [1, 1], 2.0) is CommitOutcome.ACCEPTED
-        sha = table._s["COMMIT"].sha
+        table.create_job("job", SPEC, initial_rows(2))
+        assert table.commit_seeds("job", 0, 0, SEEDS, FL, 2.0) is CommitOutcome.ACCEPTED
+        sha = table._s["COMMIT_SEEDS"].sha
         server.kill()
         restarter = threading.Timer(0.4, server.start)
         restarter.start()
         start = time.monotonic()
         # the pooled connection is dead, the server is down for ~0.4 s, and its script cache is empty after
-        assert table.commit_seeds("job", 0, 1, SEEDS, [1, 1], 1.0) is CommitOutcome.ACCEPTED
+        assert table.commit_seeds("job", 0, 1, SEEDS, FL, 1.0) is CommitOutcome.ACCEPTED
         took = time.monotonic() - start
         restarter.join()
         assert 0.3 < took < 8.0  # within the retry budget: 0.05 + 0.1 + 0.2 + 0.4 + 8 x 0.5 s
@@ -46,22 +47,32 @@ def test_redis_restart_while_connected_reconnects_and_reloads_scripts(redis_fact
 
 
 def test_scripts_are_reloaded_after_script_flush(table: SeedTable, job_id: str, redis_server) -> None:
-    table.create_job(job_id, SPEC, initial_rows(1, 2))
+    table.create_job(job_id, SPEC, initial_rows(1))
     raw = redis_server.client()
     raw.script_flush()
-    assert table.commit_seeds(job_id, 0, 0, SEEDS, [1, 1], 2.0) is CommitOutcome.ACCEPTED
+    assert table.commit_seeds(job_id, 0, 0, SEEDS, FL, 2.0) is CommitOutcome.ACCEPTED
     raw.script_flush()
-    batch = [SeedCommit(layer=0, expected_version=1, seeds=SEEDS, floats=(0, 0), loss=1.0)]
+    batch = [SeedCommit(layer=0, expected_version=1, seeds=SEEDS, floats=FL, loss=1.0)]
     assert table.commit_seeds_many(job_id, batch) == [CommitOutcome.ACCEPTED]
     raw.script_flush()
-    assert table.snapshot(job_id).versions == (2,)
+    swap = SwapCommit(layer=0, slot=0, expected_gen=1, seed=9, slot_floats=(0.5,), loss=0.5, incumbent_loss=1)
+    assert table.commit_swap(job_id, swap) is CommitOutcome.ACCEPTED
+    raw.script_flush()
+    assert table.commit_swaps_many(job_id, [swap]) == [CommitOutcome.STALE]
+    raw.script_flush()
+    assert (
+        table.publish_floats(job_id, 0, FL, 0.7, table.entry(job_id, 0).gens).outcome
+        is CommitOutcome.ACCEPTED
+    )
+    raw.script_flush()
+    assert table.snapshot(job_id).versions == (4,)
 
 
 def test_retries_run_out_into_connection_failed(redis_factory) -> None:
     server = redis_factory()
     url = f"redis://:{SECRET}@127.0.0.1:{server.port}/0"
     with SeedTable(url, retries=3, backoff=0.05) as table:
-        table.create_job("job", SPEC, initial_rows(1, 1))
+        table.create_job("job", SPEC, initial_rows(1))
         server.kill()
         start = time.monotonic()
         with pytest.raises(ConnectionFailed) as err:
@@ -94,7 +105,7 @@ def test_password_from_url_env_or_argument_and_never_shown(redis_factory, monkey
             assert SECRET not in repr(table) and SECRET not in table.url
     monkeypatch.setenv(PASSWORD_ENV, SECRET)
     with SeedTable(plain) as table:
-        table.create_job("job", SPEC, initial_rows(1, 1))
+        table.create_job("job", SPEC, initial_rows(1))
         assert table.url == f"redis://:***@127.0.0.1:{server.port}/0"
         with SeedTable(table.url) as again:  # a redacted URL still connects: *** means "from elsewhere"
             assert again.job_info("job").n_layers == 1
@@ -106,8 +117,8 @@ def test_tls(redis_factory) -> None:
     server = redis_factory(tls=True)
     assert server.url.startswith("rediss://")
     with SeedTable(server.url) as table:
-        table.create_job("job", SPEC, initial_rows(1, 1))
-        assert table.commit_seeds("job", 0, 0, SEEDS, [1], 0.5) is CommitOutcome.ACCEPTED
+        table.create_job("job", SPEC, initial_rows(1))
+        assert table.commit_seeds("job", 0, 0, SEEDS, FL, 0.5) is CommitOutcome.ACCEPTED
     # the server's certificate is not trusted without its CA: a clear failure, not a hang
     with SeedTable(f"rediss://127.0.0.1:{server.port}/0", retries=1, backoff=0.01) as table:
         with pytest.raises(ConnectionFailed, match="rediss://127.0.0.1"):

@@ -39,9 +39,8 @@ def _commit_until_the_server_dies(url: str, job: str) -> list[tuple[int, int, fl
             layer = i % LAYERS
             loss = 1e6 - i
             try:
-                out = table.commit_seeds(
-                    job, layer, versions[layer], [i % 2**63] * 8, [float(i)], loss, "writer"
-                )
+                seeds = [i, i + 1, i + 2, i + 3, 0, 0, 0, 0]
+                out = table.commit_seeds(job, layer, versions[layer], seeds, [float(i)] * 6, loss, "writer")
             except ConnectionFailed:
                 return acked
             assert out is CommitOutcome.ACCEPTED
@@ -52,7 +51,7 @@ def _commit_until_the_server_dies(url: str, job: str) -> list[tuple[int, int, fl
 
 def _crash_while_committing(server) -> tuple[list, float]:
     with SeedTable(server.url) as table:
-        table.create_job("job", SPEC, initial_rows(LAYERS, 1))
+        table.create_job("job", SPEC, initial_rows(LAYERS))
     acked: list = []
     writer = threading.Thread(target=lambda: acked.extend(_commit_until_the_server_dies(server.url, "job")))
     writer.start()

@@ -19,32 +19,40 @@ pytestmark = pytest.mark.integration
 
 P, R, S, F, C = (JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 PATH_TO = {P: [], R: [R], S: [R, S], F: [R, F], C: [C]}
+SEEDS, FL = (1, 2, 3, 4, 1, 1, 1, 1), (1.0,) * 6
 
 
 def test_create_refuses_an_existing_id_unless_resuming(table: SeedTable, job_id: str) -> None:
-    table.create_job(job_id, SPEC, initial_rows(2, 3), desired_workers=2)
-    table.commit_seeds(job_id, 1, 0, [7] * 8, [1, 2, 3], 0.5)
+    table.create_job(job_id, SPEC, initial_rows(2), desired_workers=2)
+    seeds = (7, 8, 9, 10, 7, 7, 7, 7)
+    table.commit_seeds(job_id, 1, 0, seeds, [1.0] * 6, 0.5)
     with pytest.raises(TableError, match="already exists"):
-        table.create_job(job_id, SPEC, initial_rows(2, 3))
+        table.create_job(job_id, SPEC, initial_rows(2))
     # resume keeps the stored table, updates desired_workers; the spec may differ in formatting only
     same_spec = json.dumps(json.loads(SPEC), indent=2)
-    info = table.create_job(job_id, same_spec, initial_rows(2, 3), desired_workers=5, resume=True)
+    info = table.create_job(job_id, same_spec, initial_rows(2), desired_workers=5, resume=True)
     assert (info.epoch, info.desired_workers) == (1, 5)
-    assert table.entry(job_id, 1).seeds == (7,) * 8
+    assert table.entry(job_id, 1).seeds == seeds
     with pytest.raises(TableError, match="different spec"):
-        table.create_job(job_id, json.dumps({"other": 1}), initial_rows(2, 3), resume=True)
-    with pytest.raises(TableError, match="shapes"):
-        table.create_job(job_id, SPEC, initial_rows(2, 4), resume=True)
+        table.create_job(job_id, json.dumps({"other": 1}), initial_rows(2), resume=True)
+    # each layer's rank (its seed count) and float count must match the stored ones
+    with pytest.raises(TableError, match="layer 0 of rank 5 and 7 floats, the table has rank 4 and 6"):
+        table.create_job(job_id, SPEC, initial_rows(2, rank=5), resume=True)
+    with pytest.raises(TableError, match="layer 0 of rank 4 and 10 floats, the table has rank 4 and 6"):
+        table.create_job(job_id, SPEC, initial_rows(2, experts=1), resume=True)
+    with pytest.raises(TableError, match="resume with 3 layers, the table has 2"):
+        table.create_job(job_id, SPEC, initial_rows(3), resume=True)
+    assert table.job_info(job_id).desired_workers == 5  # a refused resume changed nothing
 
 
 def test_resume_of_a_missing_job_creates_it(table: SeedTable, job_id: str) -> None:
-    assert table.create_job(job_id, SPEC, initial_rows(1, 1), resume=True).epoch == 0
+    assert table.create_job(job_id, SPEC, initial_rows(1), resume=True).epoch == 0
 
 
 def test_list_and_delete(table: SeedTable, job_id: str) -> None:
     other = job_id + "-b"
-    table.create_job(job_id, SPEC, initial_rows(2, 1))
-    table.create_job(other, SPEC, initial_rows(3, 1), seed_bits=16)
+    table.create_job(job_id, SPEC, initial_rows(2))
+    table.create_job(other, SPEC, initial_rows(3), seed_bits=16)
     try:
         mine = {i.job: i for i in table.list_jobs() if i.job in (job_id, other)}
         assert (mine[job_id].n_layers, mine[other].n_layers, mine[other].seed_bits) == (2, 3, 16)
@@ -56,11 +64,11 @@ def test_list_and_delete(table: SeedTable, job_id: str) -> None:
     with pytest.raises(JobNotFound):
         table.snapshot(other)
     with pytest.raises(JobNotFound):
-        table.commit_seeds(other, 0, 0, [1] * 8, [1], 1.0)
+        table.commit_seeds(other, 0, 0, SEEDS, FL, 1.0)
 
 
 def test_delete_sweeps_junk_under_the_prefix(table: SeedTable, job_id: str, redis_server) -> None:
-    table.create_job(job_id, SPEC, initial_rows(1, 1))
+    table.create_job(job_id, SPEC, initial_rows(1))
     raw = redis_server.client()
     raw.set(f"germ:{{{job_id}}}:junk", "x")
     raw.hset(f"germ:{{{job_id}}}:layer:9", "a", "b")
@@ -70,7 +78,7 @@ def test_delete_sweeps_junk_under_the_prefix(table: SeedTable, job_id: str, redi
 
 @pytest.mark.parametrize("start,target", list(itertools.product(PATH_TO, JobState)))
 def test_state_transitions(table: SeedTable, job_id: str, start: JobState, target: JobState) -> None:
-    table.create_job(job_id, SPEC, initial_rows(1, 1))
+    table.create_job(job_id, SPEC, initial_rows(1))
     for step in PATH_TO[start]:
         table.set_state(job_id, step)
     assert table.get_state(job_id) is start
@@ -84,21 +92,21 @@ def test_state_transitions(table: SeedTable, job_id: str, start: JobState, targe
 
 
 def test_set_state_compare_and_set_and_resume(table: SeedTable, job_id: str) -> None:
-    table.create_job(job_id, SPEC, initial_rows(1, 1))
+    table.create_job(job_id, SPEC, initial_rows(1))
     assert table.set_state(job_id, "RUNNING", expected="PENDING") is P
     with pytest.raises(TableError, match="expected PENDING"):
         table.set_state(job_id, R, expected=P)  # a second driver loses the race
     table.set_state(job_id, F)
     with pytest.raises(TableError, match="FAILED"):
-        table.commit_seeds(job_id, 0, 0, [1] * 8, [1], 1.0)
+        table.commit_seeds(job_id, 0, 0, SEEDS, FL, 1.0)
     table.set_state(job_id, R)  # resume from FAILED
-    assert table.commit_seeds(job_id, 0, 0, [1] * 8, [1], 1.0) is CommitOutcome.ACCEPTED
+    assert table.commit_seeds(job_id, 0, 0, SEEDS, FL, 1.0) is CommitOutcome.ACCEPTED
     with pytest.raises(SpecError, match="state"):
         table.set_state(job_id, "DONE")
 
 
 def test_desired_workers(table: SeedTable, job_id: str) -> None:
-    table.create_job(job_id, SPEC, initial_rows(1, 1), desired_workers=3)
+    table.create_job(job_id, SPEC, initial_rows(1), desired_workers=3)
     assert table.desired_workers(job_id) == 3
     table.set_desired_workers(job_id, 0)
     assert table.desired_workers(job_id) == 0
@@ -109,7 +117,7 @@ def test_desired_workers(table: SeedTable, job_id: str) -> None:
 
 
 def test_heartbeats_expire_after_their_ttl(table: SeedTable, job_id: str, redis_server) -> None:
-    table.create_job(job_id, SPEC, initial_rows(1, 1))
+    table.create_job(job_id, SPEC, initial_rows(1))
     table.heartbeat(job_id, "worker", "w-1", ttl=0.6)
     table.heartbeat(job_id, "worker", "w-2@node-b", ttl=30)
     table.heartbeat(job_id, "driver", "driver", ttl=30, payload={"pid": 4242, "host": "head-0"})
@@ -131,7 +139,7 @@ def test_heartbeats_expire_after_their_ttl(table: SeedTable, job_id: str, redis_
 
 
 def test_heartbeat_arguments_are_checked(table: SeedTable, job_id: str) -> None:
-    table.create_job(job_id, SPEC, initial_rows(1, 1))
+    table.create_job(job_id, SPEC, initial_rows(1))
     with pytest.raises(SpecError, match="role"):
         table.heartbeat(job_id, "boss", "x")
     with pytest.raises(SpecError, match="heartbeat id"):
@@ -147,7 +155,7 @@ def test_heartbeat_arguments_are_checked(table: SeedTable, job_id: str) -> None:
 
 
 def test_progress_counters_add_up_and_gauges_are_set(table: SeedTable, job_id: str) -> None:
-    table.create_job(job_id, SPEC, initial_rows(1, 1))
+    table.create_job(job_id, SPEC, initial_rows(1))
     assert table.progress(job_id).evaluations == 0 and table.progress(job_id).updated == 0.0
     table.update_progress(job_id, evaluations=100, accepted=3, stale=7, not_better=90, evals_per_s=12.5)
     table.update_progress(job_id, evaluations=50, stale=1, workers_live=4)
@@ -163,7 +171,7 @@ def test_progress_counters_add_up_and_gauges_are_set(table: SeedTable, job_id: s
 
 
 def test_named_documents_live_with_the_job(table: SeedTable, job_id: str, redis_server) -> None:
-    table.create_job(job_id, SPEC, initial_rows(1, 1))
+    table.create_job(job_id, SPEC, initial_rows(1))
     assert table.get_doc(job_id, "proposer:0") is None
     state = json.dumps({"population": [[1, 2, 3]], "sigma": 0.5})
     table.put_doc(job_id, "proposer:0", state)
@@ -181,7 +189,7 @@ def test_named_documents_live_with_the_job(table: SeedTable, job_id: str, redis_
 
 
 def test_a_document_that_is_not_json_is_reported(table: SeedTable, job_id: str, redis_server) -> None:
-    table.create_job(job_id, SPEC, initial_rows(1, 1))
+    table.create_job(job_id, SPEC, initial_rows(1))
     redis_server.client().hset(f"germ:{{{job_id}}}:docs", "proposer:1", b"\x80\x04pickle")
     with pytest.raises(TableError, match=r"docs.*proposer:1"):
         table.get_doc(job_id, "proposer:1")
