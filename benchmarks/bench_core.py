@@ -1,4 +1,4 @@
-"""Core benchmark: the portable generator, layer regeneration, and layer streaming (issue 2, items 4 and 6).
+"""Core benchmark: the generator, rank components, layer regeneration, streaming, checkpoint size.
 
     .venv/bin/python benchmarks/bench_core.py            # full run (1-2 minutes on 2 cores)
     .venv/bin/python benchmarks/bench_core.py --quick    # smoke run (fewer sizes and repeats, ~20-30 s)
@@ -9,10 +9,15 @@ Every row of every table is measured in this one run, with the baselines next to
 1. Generator throughput (GB/s of generated int8 bytes), 1 thread and all threads: ``prng.random_bytes``
    (compiled fast path and eager path) against ``torch.randint`` (CPU generator, mt19937) and numpy's
    ``Philox`` (``integers(int8)`` and ``bytes``).
-2. Regeneration of one ``SeedLinear`` (``generate``) and building W from it (``weight``).
-3. Streaming: bytes held by generated weights against depth (tracked tensor by tensor, freed tensors
+2. Rank components (docs/layout.md): a layer's r components generated in one call
+   (``layer.make_components`` and ``prng.components``: one seed per component, four vectors each) against
+   the previous layout's two factor pairs (four ``int_tensor`` requests (out, r), (r, in), (out, r),
+   (r, in) in one ``prng.int_tensors`` call), for the digits layers at rank 32 and 128.
+3. Regeneration of one ``SeedLinear`` (``generate``) and building W from it (``weight``).
+4. Streaming: bytes held by generated weights against depth (tracked tensor by tensor, freed tensors
    subtracted through ``weakref.finalize``), process peak RSS growth, and forward time against an equal
    MLP of ``nn.Linear`` layers with stored weights.
+5. Checkpoint bytes (the whole JSON file) of the digits MLP at several ranks and of a byte LM.
 
 Timings are medians over interleaved repeats (all methods of a table take turns), because the machine may
 be shared; the spread is printed where it matters.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -42,8 +48,9 @@ from rich.table import Table
 from torch import nn
 
 from germinator_dist import prng
-from germinator_dist.layers import SeedLinear
-from germinator_dist.model import GerminatorMLP
+from germinator_dist.checkpoint import checkpoint_bytes
+from germinator_dist.layers import ROLE, SeedLinear
+from germinator_dist.model import GerminatorMLP, build_model
 from germinator_dist.spec import ModelSpec
 
 MB = 1 << 20
@@ -60,6 +67,9 @@ class Config:
         self.layer_sizes = [256, 1024] if quick else [256, 1024, 4096]
         self.layer_ranks = [16, 64]
         self.layer_reps = reps or (3 if quick else 7)
+        self.comp_shapes = [(256, 64), (256, 256), (10, 256)]  # (out, in): the digits MLP's layers
+        self.comp_ranks = [32, 128]
+        self.comp_reps = reps or (5 if quick else 11)
         self.depths = [4, 64] if quick else [4, 8, 16, 32, 64]
         self.width = 512
         self.batch = 256
@@ -289,16 +299,102 @@ def bench_generator(cfg: Config, console: Console, all_threads: int, box_style) 
     return results
 
 
-# ---- 2. layer regeneration -----------------------------------------------------------------------------
+# ---- 2. rank components -------------------------------------------------------------------------------
+def layer_seeds(rank: int, base: int = 11) -> tuple[int, ...]:
+    """``rank`` distinct component seeds, then mask, scale, shift, bias."""
+    return (*(base + 7 * k for k in range(rank)), 55, 66, 77, 88)
+
+
+def component_bytes(out_f: int, in_f: int, r: int) -> int:
+    """Random bytes r components draw: per seed a1, a2 (out) and b1, b2 (in), each rounded up to 16-byte
+    Philox blocks."""
+    return r * 16 * (2 * -(-out_f // 16) + 2 * -(-in_f // 16))
+
+
+def bench_components(cfg: Config, console: Console, threads: int, box_style) -> dict:
+    table = make_table(
+        (
+            f"2. A layer's r rank components in one call vs two factor pairs, int8 -> float32, {threads} "
+            f"thread(s) (us, median \\[min-max] of {cfg.comp_reps})"
+        ),
+        box_style,
+    )
+    for col in (
+        "layer out x in",
+        "rank",
+        "KB drawn: comps / pairs",
+        "make_components",
+        "prng.components",
+        "pairs: int_tensors",
+        "make / pairs",
+        "prng / pairs",
+    ):
+        table.add_column(col, justify="right")
+    ratios = {}
+
+    def cell(xs: list[float]) -> str:
+        return f"{med(xs) * 1e6:.0f} [{min(xs) * 1e6:.0f}-{max(xs) * 1e6:.0f}]"
+
+    with num_threads(threads), torch.no_grad():
+        for out_f, in_f in cfg.comp_shapes:
+            for r in cfg.comp_ranks:
+                layer = SeedLinear(in_f, out_f, r, seeds=layer_seeds(r), stream=1)
+                comps = layer.component_seeds()
+                st, dt = layer.stream, layer.int_dtype
+                pairs = [
+                    (101, ROLE["a1"], st, (out_f, r)),
+                    (102, ROLE["b1"], st, (r, in_f)),
+                    (103, ROLE["a2"], st, (out_f, r)),
+                    (104, ROLE["b2"], st, (r, in_f)),
+                ]
+                t = timed_samples(
+                    {
+                        "make": functools.partial(layer.make_components, comps, "cpu"),
+                        "prng": functools.partial(prng.components, comps, st, out_f, in_f, dt),
+                        "pairs": functools.partial(prng.int_tensors, pairs, dt),
+                    },
+                    cfg.comp_reps,
+                    cfg.min_sample_s,
+                )
+                make, comp, old = med(t["make"]), med(t["prng"]), med(t["pairs"])
+                ratios[(out_f, in_f, r)] = (make / old, comp / old)
+                pair_bytes = sum(16 * -(-math.prod(shape) // 16) for *_, shape in pairs)
+                table.add_row(
+                    f"{out_f}x{in_f}",
+                    str(r),
+                    f"{component_bytes(out_f, in_f, r) / KIB:.1f} / {pair_bytes / KIB:.1f}",
+                    cell(t["make"]),
+                    cell(t["prng"]),
+                    cell(t["pairs"]),
+                    f"{make / old:.2f}x",
+                    f"{comp / old:.2f}x",
+                )
+    console.print(table)
+    worst_make = max(v[0] for v in ratios.values())
+    worst_prng = max(v[1] for v in ratios.values())
+    verdict = lambda x: "MET" if x <= 1.3 else "NOT MET"  # noqa: E731
+    note(
+        console,
+        "Target: the r components (one seed each, one call) cost at most 1.3x the two factor pairs of the "
+        f"previous layout (four requests in one call). prng.components: worst {worst_prng:.2f}x -> "
+        f"{verdict(worst_prng)}; layer.make_components: worst {worst_make:.2f}x -> {verdict(worst_make)}. "
+        "Both draw the same bytes up to block padding (each component vector is padded to 16 bytes). "
+        "make_components is prng.components plus a dedup of the seeds and a dict of per-seed views "
+        "(4 r tensor views, about 1 us each): that, not the generator, is its extra cost.",
+    )
+    return ratios
+
+
+# ---- 3. layer regeneration -----------------------------------------------------------------------------
 def prng_bytes_of_layer(n: int, r: int) -> int:
-    """Random bytes a square n x n layer of rank r draws: 4 int8 factors, 16-bit mask, scale, shift, bias."""
-    return 4 * n * r + 2 * n * n + 2 * n * n + n
+    """Random bytes a square n x n layer of rank r draws: r components, 16-bit mask, scale, shift, bias."""
+    return component_bytes(n, n, r) + 2 * n * n + 2 * n * n + n
 
 
 def bench_layers(cfg: Config, console: Console, threads: int, box_style) -> None:
     table = make_table(
         (
-            f"2. Regeneration of one SeedLinear (n x n), float32, {threads} thread(s), no_grad "
+            f"3. Regeneration of one SeedLinear (n x n), float32, {threads} thread(s), no_grad "
             f"(ms, median of {cfg.layer_reps})"
         ),
         box_style,
@@ -309,7 +405,7 @@ def bench_layers(cfg: Config, console: Console, threads: int, box_style) -> None
     with num_threads(threads), torch.no_grad():
         for n in cfg.layer_sizes:
             for r in cfg.layer_ranks:
-                layer = SeedLinear(n, n, r, seeds=(11, 12, 13, 14, 15, 16, 17, 18))
+                layer = SeedLinear(n, n, r, seeds=layer_seeds(r))
                 fixed = layer.generate()
                 lam = layer.g.unsqueeze(0)  # (1, r)
                 reps = cfg.layer_reps if n < 4096 else max(3, cfg.layer_reps // 2)
@@ -335,11 +431,11 @@ def bench_layers(cfg: Config, console: Console, threads: int, box_style) -> None
     note(
         console,
         "generated MB: the FixedTensors of the layer (A1, B1, A2, B2, F1, F2, T, bias). PRNG MB drawn: raw "
-        "random bytes (int8 factors, 16-bit mask draws, scale, shift, bias).",
+        "random bytes (int8 components, 16-bit mask draws, scale, shift, bias).",
     )
 
 
-# ---- 3. streaming -----------------------------------------------------------------------------------------
+# ---- 4. streaming -----------------------------------------------------------------------------------------
 def mlp_spec(cfg: Config, depth: int) -> ModelSpec:
     return ModelSpec(
         kind="mlp",
@@ -455,7 +551,7 @@ def _measure_streaming(cfg: Config) -> dict:
 def _print_streaming(cfg: Config, console: Console, threads, box_style, mem, times, dense_bytes) -> None:
     t_mem = make_table(
         (
-            f"3a. Memory held by generated weights vs depth: MLP of width {cfg.width}, rank {cfg.rank}, "
+            f"4a. Memory held by generated weights vs depth: MLP of width {cfg.width}, rank {cfg.rank}, "
             f"batch {cfg.batch}; inference (no_grad) unless marked training"
         ),
         box_style,
@@ -512,7 +608,7 @@ def _print_streaming(cfg: Config, console: Console, threads, box_style, mem, tim
 
     t_time = make_table(
         (
-            f"3b. Forward time per batch of {cfg.batch}, {threads} thread(s), no_grad "
+            f"4b. Forward time per batch of {cfg.batch}, {threads} thread(s), no_grad "
             f"(ms, median of {cfg.fwd_reps})"
         ),
         box_style,
@@ -535,6 +631,43 @@ def _print_streaming(cfg: Config, console: Console, threads, box_style, mem, tim
         "streaming: every forward regenerates each layer from its seeds; cache on: model.set_cache(True), "
         "the seeded tensors are generated once and kept (F1, F2, T and W are still recomputed per forward).",
     )
+
+
+# ---- 5. checkpoint size ------------------------------------------------------------------------------------
+CHECKPOINT_MODELS = [
+    (
+        f"digits MLP 64-256-256-10, rank {r}",
+        ModelSpec(input_dim=64, hidden=(256, 256), num_classes=10, rank=r),
+    )
+    for r in (16, 32, 128)
+] + [
+    (
+        "byte LM: vocab 256, d_model 64, d_ff 128, 2 blocks, rank 32",
+        ModelSpec(kind="lm", vocab_size=256, d_model=64, d_ff=128, n_blocks=2, rank=32),
+    )
+]
+
+
+def bench_checkpoint(console: Console, box_style) -> dict:
+    table = make_table("5. Checkpoint bytes (the whole JSON file, seed_bits 16, empty meta)", box_style)
+    for col in ("model", "layers", "seeds", "floats", "seeds + floats raw", "checkpoint bytes"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    sizes = {}
+    for name, spec in CHECKPOINT_MODELS:
+        model = build_model(spec)
+        n_seeds = sum(layer.n_seeds for layer in model.layers)
+        n_floats = model.num_floats()
+        raw = n_seeds * 2 + n_floats * 4
+        sizes[name] = len(checkpoint_bytes(model))
+        row = (name, str(len(model.layers)), str(n_seeds), str(n_floats), str(raw), str(sizes[name]))
+        table.add_row(*row)
+    console.print(table)
+    note(
+        console,
+        "Seeds are packed little-endian (2 bytes each at seed_bits 16) and floats stored as float32, both "
+        "base64 in the JSON; the rest is the spec, the format and generator versions and a SHA-256.",
+    )
+    return sizes
 
 
 # ---- main -------------------------------------------------------------------------------------------------
@@ -597,8 +730,10 @@ def main(argv: list[str] | None = None) -> int:
     work_threads = args.threads or all_threads
     for name, run in (
         ("generator", lambda: bench_generator(cfg, console, all_threads, box_style)),
+        ("components", lambda: bench_components(cfg, console, work_threads, box_style)),
         ("layers", lambda: bench_layers(cfg, console, work_threads, box_style)),
         ("streaming", lambda: bench_streaming(cfg, console, work_threads, box_style)),
+        ("checkpoint", lambda: bench_checkpoint(console, box_style)),
     ):
         t0 = time.perf_counter()
         run()

@@ -1,13 +1,23 @@
 """The tiny checkpoint: seeds + floats + spec + generator version, as one JSON document (never pickle).
 
-Floats are stored bit-exactly as base64 of little-endian float32 bytes; a SHA-256 over the content catches
-corruption. Loading validates everything into a fresh model before returning it, so nothing is
-half-loaded: on any problem a CheckpointError (or SpecError for a bad spec) names it and no model exists.
+Format version 2 (the rank-stacked layout, docs/layout.md; generator version 2). Per layer:
+
+  * ``seeds``: the layer's ``rank + 4`` seeds (components ``c0 .. c{r-1}``, then mask, scale, shift, bias),
+    packed as little-endian unsigned integers of the narrowest width among 1/2/4/8 bytes that the spec's
+    ``seed_bits`` allows, as base64 text -- or, when it is shorter, a plain JSON list of integers (small
+    seed values); the loader takes either;
+  * ``floats``: base64 of little-endian float32 bytes (bit-exact).
+
+A SHA-256 over the content catches corruption. Loading validates everything into a fresh model before
+returning it, so nothing is half-loaded: on any problem a one-line CheckpointError (or SpecError for a bad
+spec) names the field and the value, and no model exists. Saving writes a temporary file and renames it
+over the target, so a reader never sees a half-written checkpoint.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import math
@@ -19,12 +29,19 @@ from pathlib import Path
 from germinator_dist import prng
 from germinator_dist.errors import CheckpointError, SpecError
 from germinator_dist.model import GerminatorModel, build_model
-from germinator_dist.records import N_SEEDS
+from germinator_dist.records import LAYER_SEED_NAMES, n_seeds
 from germinator_dist.spec import load_model_spec
 
 FORMAT = "germinator-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rank-stacked seeds (rank + 4 per layer), packed; 1: eight seeds per layer
 GENERATOR = "philox4x32-10"
+_PACK = {1: "B", 2: "H", 4: "I", 8: "Q"}  # struct codes of the seed widths
+
+
+def _shown(value, limit: int = 40) -> str:
+    """A value for a one-line message: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def encode_floats(floats) -> str:
@@ -37,10 +54,67 @@ def decode_floats(text: str, field: str) -> tuple[float, ...]:
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, AttributeError):
-        raise CheckpointError(f"{field}: not base64 float32 data ({str(text)[:40]!r})") from None
+        raise CheckpointError(f"{field}: not base64 float32 data (value {_shown(text)})") from None
     if len(raw) % 4:
         raise CheckpointError(f"{field}: {len(raw)} bytes is not a whole number of float32 values")
     return struct.unpack(f"<{len(raw) // 4}f", raw)
+
+
+def seed_width(seed_bits: int) -> int:
+    """Bytes per packed seed: the narrowest of 1, 2, 4, 8 that holds ``seed_bits`` bits."""
+    return next(w for w in (1, 2, 4, 8) if seed_bits <= 8 * w)
+
+
+def pack_seeds(seeds, seed_bits: int) -> str:
+    """Seeds as base64 of little-endian unsigned integers of ``seed_width(seed_bits)`` bytes each."""
+    w = seed_width(seed_bits)
+    return base64.b64encode(struct.pack(f"<{len(seeds)}{_PACK[w]}", *seeds)).decode("ascii")
+
+
+def unpack_seeds(text: str, seed_bits: int, field: str) -> tuple[int, ...]:
+    """Inverse of pack_seeds. Raises CheckpointError naming ``field`` on bad base64 or a bad length."""
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError, binascii.Error):
+        raise CheckpointError(f"{field}: not base64 packed seeds (value {_shown(text)})") from None
+    w = seed_width(seed_bits)
+    if len(raw) % w:
+        raise CheckpointError(
+            f"{field}: {len(raw)} bytes is not a whole number of {w}-byte seeds "
+            f"(seed_bits {seed_bits}; value {_shown(text)})"
+        )
+    return struct.unpack(f"<{len(raw) // w}{_PACK[w]}", raw)
+
+
+def encode_seeds(seeds, seed_bits: int):
+    """The layer's seeds as stored: packed base64 text, or a JSON list of integers when that is shorter."""
+    seeds = [int(s) for s in seeds]
+    packed = pack_seeds(seeds, seed_bits)
+    listed = json.dumps(seeds, separators=(",", ":"))
+    return seeds if len(listed) < len(packed) + 2 else packed  # + 2: the string's quotes
+
+
+def decode_seeds(value, seed_bits: int, rank: int, field: str) -> tuple[int, ...]:
+    """The seeds of a layer entry (packed text or a list), checked for count only (the layer checks the
+    values). Raises a one-line CheckpointError naming ``field`` and the value."""
+    if isinstance(value, str):
+        seeds = unpack_seeds(value, seed_bits, field)
+    elif isinstance(value, list):
+        for i, s in enumerate(value):
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise CheckpointError(f"{field}[{i}]: expected an integer seed, got {_shown(s)}")
+        seeds = tuple(value)
+    else:
+        raise CheckpointError(
+            f"{field}: expected packed seeds (base64 text) or a list of integers, got {_shown(value)}"
+        )
+    want = n_seeds(rank)
+    if len(seeds) != want:
+        raise CheckpointError(
+            f"{field}: rank {rank} needs {want} seeds (c0..c{rank - 1}, {', '.join(LAYER_SEED_NAMES)}), "
+            f"got {len(seeds)} (value {_shown(value)})"
+        )
+    return seeds
 
 
 def _digest(body: dict) -> str:
@@ -49,6 +123,7 @@ def _digest(body: dict) -> str:
 
 def checkpoint_dict(model: GerminatorModel, meta: dict | None = None) -> dict:
     """The checkpoint of ``model`` as a JSON-able dict."""
+    bits = model.spec.seed_bits
     body = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -56,7 +131,7 @@ def checkpoint_dict(model: GerminatorModel, meta: dict | None = None) -> dict:
         "generator_version": prng.GENERATOR_VERSION,
         "spec": model.spec.model_dump(mode="json"),
         "layers": [
-            {"seeds": list(layer.get_seeds()), "floats": encode_floats(layer.get_floats())}
+            {"seeds": encode_seeds(layer.get_seeds(), bits), "floats": encode_floats(layer.get_floats())}
             for layer in model.layers
         ],
         "meta": meta or {},
@@ -64,14 +139,21 @@ def checkpoint_dict(model: GerminatorModel, meta: dict | None = None) -> dict:
     return {**body, "sha256": _digest(body)}
 
 
+def checkpoint_bytes(model: GerminatorModel, meta: dict | None = None) -> bytes:
+    """The checkpoint file's exact content (what save_checkpoint writes)."""
+    return json.dumps(checkpoint_dict(model, meta), separators=(",", ":")).encode()
+
+
 def save_checkpoint(model: GerminatorModel, path: str | os.PathLike, meta: dict | None = None) -> int:
-    """Write the checkpoint atomically (temp file + rename); returns its size in bytes."""
-    data = json.dumps(checkpoint_dict(model, meta), separators=(",", ":")).encode()
+    """Write the checkpoint atomically (temp file, fsync, rename); returns its size in bytes."""
+    data = checkpoint_bytes(model, meta)
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -79,26 +161,32 @@ def save_checkpoint(model: GerminatorModel, path: str | os.PathLike, meta: dict 
     return len(data)
 
 
+def _check_versions(data: dict, source: str) -> None:
+    fv, gen, gv = data.get("format_version"), data.get("generator"), data.get("generator_version")
+    if fv != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{source}: format_version {_shown(fv)} (generator_version {_shown(gv)}) is not supported: this "
+            f"build reads format_version {FORMAT_VERSION} with generator_version {prng.GENERATOR_VERSION}"
+        )
+    if gen != GENERATOR or gv != prng.GENERATOR_VERSION:
+        raise CheckpointError(
+            f"{source}: generator {_shown(gen)} version {_shown(gv)} is not supported: this build "
+            f"generates with {GENERATOR!r} version {prng.GENERATOR_VERSION}"
+        )
+
+
 def model_from_dict(data: dict, source: str = "checkpoint") -> GerminatorModel:
     """Validate a checkpoint dict fully and build the model. Raises CheckpointError / SpecError."""
     if not isinstance(data, dict):
         raise CheckpointError(f"{source}: expected a JSON object, got {type(data).__name__}")
     if data.get("format") != FORMAT:
-        raise CheckpointError(f"{source}: format is {data.get('format')!r}, expected {FORMAT!r}")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{source}: format_version {data.get('format_version')!r} is not supported "
-            f"(this build reads {FORMAT_VERSION})"
-        )
-    if data.get("generator") != GENERATOR or data.get("generator_version") != prng.GENERATOR_VERSION:
-        found = f"{data.get('generator')!r} v{data.get('generator_version')!r}"
-        raise CheckpointError(
-            f"{source}: generator {found} differs from this build's {GENERATOR} v{prng.GENERATOR_VERSION}"
-        )
+        raise CheckpointError(f"{source}: format is {_shown(data.get('format'))}, expected {FORMAT!r}")
+    _check_versions(data, source)
     body = {k: v for k, v in data.items() if k != "sha256"}
     if "sha256" in data and data["sha256"] != _digest(body):
         raise CheckpointError(f"{source}: sha256 does not match the content (corrupted or edited)")
-    spec = load_model_spec(data.get("spec") or {})
+    spec = data.get("spec")
+    spec = load_model_spec(spec if isinstance(spec, dict) else {})
     try:
         spec.require_resolved()
     except SpecError as exc:
@@ -106,12 +194,12 @@ def model_from_dict(data: dict, source: str = "checkpoint") -> GerminatorModel:
     model = build_model(spec)
     layers = data.get("layers")
     if not isinstance(layers, list) or len(layers) != len(model.layers):
-        n = len(layers) if isinstance(layers, list) else layers
+        n = len(layers) if isinstance(layers, list) else _shown(layers)
         raise CheckpointError(f"{source}: layers: spec has {len(model.layers)} layers, file has {n}")
     for k, (entry, layer) in enumerate(zip(layers, model.layers, strict=True)):
-        seeds = entry.get("seeds") if isinstance(entry, dict) else None
-        if not isinstance(seeds, list) or len(seeds) != N_SEEDS:
-            raise CheckpointError(f"{source}: layers[{k}].seeds: expected {N_SEEDS} integers, got {seeds!r}")
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{source}: layers[{k}]: expected an object, got {_shown(entry)}")
+        seeds = decode_seeds(entry.get("seeds"), spec.seed_bits, layer.rank, f"{source}: layers[{k}].seeds")
         floats = decode_floats(entry.get("floats", ""), f"{source}: layers[{k}].floats")
         if len(floats) != layer.num_floats:
             raise CheckpointError(
@@ -121,7 +209,7 @@ def model_from_dict(data: dict, source: str = "checkpoint") -> GerminatorModel:
         if not all(math.isfinite(v) for v in floats):
             raise CheckpointError(f"{source}: layers[{k}].floats: non-finite value")
         try:
-            layer.set_seeds(seeds)
+            layer.set_seeds(seeds)  # range and distinct components; names the slot (seeds.c3, seeds.mask)
         except SpecError as exc:
             raise CheckpointError(f"{source}: layers[{k}].{exc}") from None
         layer.set_floats(floats)

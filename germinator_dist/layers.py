@@ -247,11 +247,8 @@ class SeedLinear(nn.Module):
     def make_components(self, seeds, device, dtype=torch.float32) -> dict[int, Component]:
         """Component vectors (a1 (out,), b1 (in,), a2 (out,), b2 (in,)) of each seed, one generator call."""
         seeds = list(dict.fromkeys(int(s) for s in seeds))
-        a1, b1, a2, b2 = prng.components(
-            seeds, self.stream, self.out_features, self.in_features, self.int_dtype,
-            dtype=dtype, device=device,
-        )  # each (N, out) or (N, in)
-        return {s: (a1[i], b1[i], a2[i], b2[i]) for i, s in enumerate(seeds)}
+        batch = self.component_batch(seeds, device, dtype)  # each (N, out) or (N, in)
+        return dict(zip(seeds, zip(*(t.unbind(0) for t in batch))))
 
     def component_batch(self, seeds, device, dtype=torch.float32):
         """a1 (N, out), b1 (N, in), a2 (N, out), b2 (N, in) of N candidate component seeds (a screen)."""
@@ -281,13 +278,18 @@ class SeedLinear(nn.Module):
         device = self.alpha.device if device is None else device
         dev, r = str(device), self.rank
         comps, lay = seeds[:r], dict(zip(LAYER_SEED_NAMES, seeds[r:]))
-        cache = self.cache if self.cache is not None else {}
-        missing = [c for c in comps if ("comp", c, dev, dtype) not in cache]
-        if missing:
+        cache = self.cache
+        missing = [c for c in comps if cache is None or ("comp", c, dev, dtype) not in cache]
+        if len(missing) == r:  # nothing cached: the batch is the layer's factors as generated
+            a1, b1, a2, b2 = self.component_batch(comps, device, dtype)  # (r, out), (r, in), ...
+            if cache is not None:
+                for c, vec in zip(comps, zip(*(t.unbind(0) for t in (a1, b1, a2, b2)))):
+                    cache[("comp", c, dev, dtype)] = vec
+        else:
             for c, vec in self.make_components(missing, device, dtype).items():
                 cache[("comp", c, dev, dtype)] = vec
-        vecs = [cache[("comp", c, dev, dtype)] for c in comps]
-        a1, b1, a2, b2 = (torch.stack([v[i] for v in vecs]) for i in range(4))  # (r, out), (r, in), ...
+            vecs = [cache[("comp", c, dev, dtype)] for c in comps]
+            a1, b1, a2, b2 = (torch.stack([v[i] for v in vecs]) for i in range(4))  # (r, out), (r, in), ...
 
         def tensor(name: str) -> torch.Tensor:
             make = lambda: self._tensor(name, lay[name], device, dtype)  # noqa: E731

@@ -18,8 +18,10 @@ from germinator_dist.checkpoint import load_checkpoint, save_checkpoint
 from germinator_dist.data import load_digits_dataset
 from germinator_dist.evaluator import LayerEvaluator
 from germinator_dist.model import GerminatorModel, build_model
-from germinator_dist.records import N_SEEDS
+from germinator_dist.records import N_LAYER_SEEDS, seed_names
 from germinator_dist.spec import ModelSpec
+
+LAYER_SLOT_SHARE = 0.25  # the share of redrawn slots that are layer slots (mask, scale, shift, bias)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -45,29 +47,55 @@ def train_floats(model: GerminatorModel, data, steps: int, lr: float, seed: int 
     return float(loss.detach())
 
 
+def mutate_seeds(seeds, rank: int, seed_bits: int, changes: int, rng: random.Random) -> tuple[int, ...]:
+    """A candidate seed vector: ``changes`` distinct slots of ``seeds`` (rank components, then mask, scale,
+    shift, bias; docs/layout.md) redrawn at random. Each redrawn slot is a layer slot with probability
+    ``LAYER_SLOT_SHARE``, else a component slot; a component slot only takes a seed that no other
+    component of the layer holds (a layer never holds a component seed twice)."""
+    seeds = list(seeds)
+    space = 1 << seed_bits
+    changes = min(changes, rank + N_LAYER_SEEDS)
+    slots: set[int] = set()
+    while len(slots) < changes:
+        if rng.random() < LAYER_SLOT_SHARE:
+            slots.add(rank + rng.randrange(N_LAYER_SEEDS))
+        else:
+            slots.add(rng.randrange(rank))
+    held = set(seeds[:rank])
+    for slot in sorted(slots):
+        if slot >= rank:
+            seeds[slot] = rng.randrange(space)
+        elif len(held) < space:  # a full seed space (rank == 2**seed_bits) has no free seed
+            new = rng.randrange(space)
+            while new in held:
+                new = rng.randrange(space)
+            held.discard(seeds[slot])
+            held.add(new)
+            seeds[slot] = new
+    return tuple(seeds)
+
+
 def pick_seeds(model: GerminatorModel, data, candidates: int, refit_steps: int, rng: random.Random) -> int:
-    """For each layer: evaluate random mutations against the incumbent (same batch, same refit); keep
-    the best. Returns the number of layers whose seeds changed."""
+    """For each layer: evaluate random mutations (one to three redrawn slots, component or layer slots)
+    against the incumbent (same batch, same refit); keep the best. Returns the number of layers whose
+    seeds changed."""
     ev = LayerEvaluator(model.spec, data.fitness_batch(1024))
     changed = 0
     bits = model.spec.seed_bits
-    for k in range(len(model.layers)):
-        ev.load_snapshot(model.get_seeds(), model.get_floats(), versions=(k,) + tuple(model.get_seeds()[k]))
-        inc = model.layers[k].get_seeds()
-        cands = []
-        for _ in range(candidates):
-            seeds = list(inc)
-            for slot in rng.sample(range(N_SEEDS), rng.randint(1, 3)):
-                seeds[slot] = rng.randrange(1 << bits)
-            cands.append(tuple(seeds))
+    for k, layer in enumerate(model.layers):
+        ev.load_snapshot(model.get_seeds(), model.get_floats(), versions=(k, *model.get_seeds()[k]))
+        inc = layer.get_seeds()
+        cands = [mutate_seeds(inc, layer.rank, bits, rng.randint(1, 3), rng) for _ in range(candidates)]
         res = ev.evaluate(k, cands, refit_steps=refit_steps)
         best = min(range(len(cands)), key=lambda i: res.losses[i])
         if res.losses[best] < res.incumbent_loss:
             model.set_layer(k, seeds=cands[best], floats=res.floats[best])
             changed += 1
+        slots = [i for i, (a, b) in enumerate(zip(inc, cands[best])) if a != b]
+        names = ", ".join(seed_names(layer.rank)[i] for i in slots)
         print(
             f"  layer {k}: incumbent {res.incumbent_loss:.4f}  best of {candidates} candidates "
-            f"{res.losses[best]:.4f}  ({res.seconds:.1f}s)"
+            f"{res.losses[best]:.4f} (redrew {names})  ({res.seconds:.1f}s)"
         )
     return changed
 

@@ -1,6 +1,10 @@
-"""Philox4x32-10: known answers, and the same bits in chunks, threads, processes and both code paths."""
+"""Philox4x32-10: known answers, and the same bits in chunks, threads, processes and both code paths; rank
+components generated many at a time equal each vector generated alone."""
 
+import concurrent.futures
+import hashlib
 import os
+import random
 import subprocess
 import sys
 
@@ -121,8 +125,6 @@ def test_same_bits_in_another_process():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert other.returncode == 0, other.stderr
-    import hashlib
-
     here = prng.int_tensor(2**62 + 11, 4, 3, (300, 301))
     assert other.stdout.strip() == hashlib.sha256(here.numpy().tobytes()).hexdigest()
 
@@ -149,3 +151,109 @@ def test_bad_input():
         prng.philox4x32(torch.zeros(3, 3, dtype=torch.int64), torch.zeros(2, dtype=torch.int64))
     with pytest.raises(SpecError, match="seeds.mask"):
         prng.check_seed(300, 8, "seeds.mask")
+
+
+# ---- rank components: one generator call for many seeds, the same bits as one vector at a time ---------
+COMPONENT_SEEDS = [0, 1, 2, 255, 256, 65535, 2**32 - 1, 2**32, 2**40 + 5, 2**62 + 11, 2**63 - 1] + [
+    (i * 0x9E3779B97F4A7C15) % 2**63 for i in range(1, 40)
+]  # 50 seeds: edges of every word, and a spread over the 63-bit range
+ROLES = {"a1": 1, "b1": 2, "a2": 3, "b2": 4}
+
+
+def component_bytes(parts) -> list[bytes]:
+    """Per seed, the bytes of its four vectors (a1, b1, a2, b2) as generated."""
+    a1, b1, a2, b2 = (p.numpy() for p in parts)
+    return [a1[i].tobytes() + b1[i].tobytes() + a2[i].tobytes() + b2[i].tobytes() for i in range(a1.shape[0])]
+
+
+def single_vectors(seed, stream, out, inp, int_dtype) -> bytes:
+    """The same four vectors, each generated alone by int_tensor (the definition of a component)."""
+    shapes = {"a1": (out,), "b1": (inp,), "a2": (out,), "b2": (inp,)}
+    return b"".join(
+        prng.int_tensor(seed, ROLES[v], stream, shapes[v], int_dtype).numpy().tobytes() for v in shapes
+    )
+
+
+@pytest.mark.parametrize("int_dtype", ["int8", "uint8"])
+@pytest.mark.parametrize("out,inp", [(1, 1), (17, 33), (37, 211), (256, 64), (10, 256), (16, 15)])
+def test_components_equal_each_vector_alone(int_dtype, out, inp, path):
+    stream = 5
+    a1, b1, a2, b2 = prng.components(COMPONENT_SEEDS, stream, out, inp, int_dtype)
+    n = len(COMPONENT_SEEDS)
+    assert (a1.shape, b1.shape, a2.shape, b2.shape) == ((n, out), (n, inp), (n, out), (n, inp))
+    assert a1.dtype == torch.float32
+    got = component_bytes((a1, b1, a2, b2))
+    for i, seed in enumerate(COMPONENT_SEEDS):
+        assert got[i] == single_vectors(seed, stream, out, inp, int_dtype), f"seed {seed}"
+    # and the vectors of one seed differ from each other and from another stream's
+    assert not torch.equal(a1[3], a2[3]) or out == 1
+    other = prng.components(COMPONENT_SEEDS, stream + 1, out, inp, int_dtype)
+    assert component_bytes(other) != got
+
+
+def test_components_in_chunks_and_any_order_equal_the_batch(path):
+    out, inp = 37, 211
+    seeds = COMPONENT_SEEDS * 2  # a repeated seed gets the same vectors
+    whole = component_bytes(prng.components(seeds, 2, out, inp, "int8"))
+    assert whole[: len(COMPONENT_SEEDS)] == whole[len(COMPONENT_SEEDS) :]
+    for size in (1, 7, 32):
+        parts = []
+        for a in range(0, len(seeds), size):
+            parts += component_bytes(prng.components(seeds[a : a + size], 2, out, inp, "int8"))
+        assert parts == whole
+    order = list(range(len(seeds)))
+    random.Random(0).shuffle(order)
+    shuffled = component_bytes(prng.components([seeds[i] for i in order], 2, out, inp, "int8"))
+    assert shuffled == [whole[i] for i in order]
+
+
+def test_components_across_threads():
+    out, inp = 256, 64
+    seeds = COMPONENT_SEEDS
+    whole = component_bytes(prng.components(seeds, 1, out, inp, "uint8"))
+    chunks = [seeds[a : a + 5] for a in range(0, len(seeds), 5)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(prng.components, c, 1, out, inp, "uint8") for c in chunks * 3]
+        futures += [pool.submit(prng.components, seeds, 1, out, inp, "uint8") for _ in range(3)]
+        results = [component_bytes(f.result()) for f in futures]
+    per_chunk = results[: 3 * len(chunks)]
+    for rep in range(3):
+        joined = [row for part in per_chunk[rep * len(chunks) : (rep + 1) * len(chunks)] for row in part]
+        assert joined == whole
+    assert all(r == whole for r in results[3 * len(chunks) :])
+
+
+def test_components_in_another_process():
+    code = (
+        "import hashlib, sys; from germinator_dist import prng; "
+        "seeds = [int(s) for s in sys.argv[1].split(',')]; "
+        "parts = prng.components(seeds, 3, 10, 256, 'int8'); "
+        "print(hashlib.sha256(b''.join(p.numpy().tobytes() for p in parts)).hexdigest())"
+    )
+    arg = ",".join(map(str, COMPONENT_SEEDS))
+    # the other process runs the eager path (no compile to wait for); this one the compiled kernel
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GERMINATOR_PRNG_COMPILE": "0"}
+    other = subprocess.run(
+        [sys.executable, "-c", code, arg], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert other.returncode == 0, other.stderr
+    here = prng.components(COMPONENT_SEEDS, 3, 10, 256, "int8")
+    assert other.stdout.strip() == hashlib.sha256(b"".join(p.numpy().tobytes() for p in here)).hexdigest()
+
+
+def test_components_bad_input_and_empty():
+    with pytest.raises(SpecError, match="seed -1"):
+        prng.components([1, -1], 0, 4, 4)
+    with pytest.raises(SpecError, match=r"seed 9223372036854775808"):
+        prng.components([2**63], 0, 4, 4)
+    with pytest.raises(SpecError, match="int_dtype"):
+        prng.components([1], 0, 4, 4, "int4")
+    shapes = [tuple(p.shape) for p in prng.components([], 0, 3, 5)]
+    assert shapes == [(0, 3), (0, 5), (0, 3), (0, 5)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
+def test_components_same_bits_on_gpu():  # pragma: no cover - runs where a GPU exists
+    cpu = prng.components(COMPONENT_SEEDS, 2, 256, 64, "int8")
+    gpu = prng.components(COMPONENT_SEEDS, 2, 256, 64, "int8", device="cuda")
+    assert component_bytes(cpu) == component_bytes([g.cpu() for g in gpu])

@@ -59,3 +59,41 @@ def test_a_hybrid_trainer_with_a_budget_of_its_own_runs_it_out():
     assert not stop_trainer_with_search(parse_job_spec({"mode": "hybrid", "trainer": {"budget_s": 5}}))
     assert not stop_trainer_with_search(parse_job_spec({"mode": "hybrid", "trainer": {"total_steps": 5}}))
     assert not stop_trainer_with_search(parse_job_spec({"mode": "train", "trainer": {"budget_s": 5}}))
+
+
+def test_hybrid_swaps_and_trainer_merge_slot_by_slot(ray_cluster, table, job_id):
+    """The swap search beside the trainer: swaps and float publishes both land, each accepted change is in
+    the stream once, the table equals its stream replayed, and the layer seeds are never swapped."""
+    spec = parse_job_spec(
+        {
+            "job": job_id,
+            "mode": "hybrid",
+            "model": {"hidden": [64], "rank": 8, "seed_bits": 16},
+            "fitness": {"batch_size": 512, "split": "validation"},
+            "search": {"budget_evals": 30000, "swap": {"candidates": 512, "top_k": 2}},
+            "trainer": {"optimizer": "adam", "lr": 0.01, "steps_per_publish": 10},
+            "workers": {"count": 1},
+        }
+    )
+    create_job(table, spec)
+    initial = table.snapshot(job_id)
+    out = {}
+    th = threading.Thread(target=lambda: out.update(state=run_job(table, job_id, progress_interval=0.2)))
+    th.start()
+    th.join(300)
+    assert not th.is_alive() and out.get("state") == JobState.SUCCEEDED, out
+    events = table.events(job_id)
+    swaps = [e for e in events if e.kind == "swap"]
+    publishes = [e for e in events if e.kind == "floats"]
+    assert swaps and publishes, {e.kind for e in events}
+    snap = table.snapshot(job_id)
+    assert snap.epoch == len(events) - len(initial.layers)  # every accepted change is one stream entry
+    rebuilt = table.rebuild_from_stream(job_id)  # raises naming the first difference, if any
+    assert [(e.seeds, e.floats, e.generations) for e in rebuilt.layers] == [
+        (e.seeds, e.floats, e.generations) for e in snap.layers
+    ]
+    assert table.progress(job_id).accepted == len(swaps)
+    for a, b in zip(initial.layers, snap.layers):
+        assert a.seeds[a.rank :] == b.seeds[b.rank :]  # mask, scale, shift, bias: never swapped
+        assert sum(b.generations[: b.rank]) == sum(1 for e in swaps if e.layer == b.layer)
+    assert max(e.loss for e in snap.layers) < min(e.loss for e in initial.layers)
