@@ -1,40 +1,39 @@
-"""Learning benchmark (issue 5, item 3): does the hybrid (seed search + scale trainer) learn, at equal budget?
+"""Learning benchmark: does the seed search add what the trained floats cannot, at equal wall clock?
 
-    .venv/bin/python benchmarks/bench_learning.py             # full run (about 10 minutes on 2 cores)
-    .venv/bin/python benchmarks/bench_learning.py --quick     # smoke run (a few seconds per row)
-    .venv/bin/python benchmarks/bench_learning.py --budget 120 --tasks digits
-    .venv/bin/python benchmarks/bench_learning.py --tasks digits --rows hybrid --slots 4,5,6,7   # a variant
+    .venv/bin/python benchmarks/bench_learning.py --quick                   # smoke run (8 s per row)
+    .venv/bin/python benchmarks/bench_learning.py --tasks digits --digits-ranks 16,32,64,128 \
+        --init-seeds 0,1,2,3,4 --budget 30                                # the digits tables of the README
+    .venv/bin/python benchmarks/bench_learning.py --tasks lm --init-seeds 0,1,2 --budget 90   # the byte LM
 
-Two tasks, four rows each, every row given the same wall-clock budget (``--budget`` seconds):
+Rows, every one given the same wall-clock budget (``--budget`` seconds):
 
 - ``train``: the scale trainer only; seeds stay at their initial values (the random-features baseline).
-- ``search``: the seed search only (with ``refit_steps``, each committed candidate carries its layer's
-  briefly refitted floats).
-- ``hybrid``: both at once, meeting only in the seed table.
-- ``dense``: the same network with stored ``nn.Linear`` weights (same stages, activations, LM mixer and
-  norms), trained by Adam in one Ray worker process (one thread, like the trainer actor).
+- ``hybrid``: the trainer and the swap search at once (``search.swap``, mode ``screen``): component seeds
+  of the weakest slots are screened by the gradient, the best verified on the fitness loss, committed slot
+  by slot beside the trainer's publishes (docs/layout.md).
+- ``hybrid-loss``: the same with mode ``loss`` (no gradient: K random candidates, each verified).
+- ``search``: the swap search alone (optional).
+- ``dense``: the same network with stored ``nn.Linear`` weights, trained by Adam in one Ray worker process.
 
-Cores: ``train`` uses one (the trainer actor), ``search`` ``--cpus`` workers, ``hybrid`` one trainer and
-``--cpus - 1`` workers, ``dense`` one. The budget is the search's ``budget_seconds`` and the trainer's
-``budget_s``; actor start-up comes on top (the ``wall s`` column). The eager Philox path is used
-(``GERMINATOR_PRNG_COMPILE=0`` unless set): same bits, and it spares every actor the ~9 s first compile.
+Cores: ``train`` uses one (the trainer actor), ``hybrid`` one trainer and ``--cpus - 1`` workers, ``dense``
+one. The budget is the search's ``budget_seconds`` and the trainer's ``budget_s``; actor start-up comes on
+top (the ``wall s`` column). The eager Philox path is used (``GERMINATOR_PRNG_COMPILE=0`` unless set).
 
-The three GERMINATOR rows are real jobs: the benchmark starts a redis-server on a free loopback port and a
-local Ray instance, writes each job with ``jobs.create_job`` and runs it with ``job_runner.run_job`` (worker
-actors, trainer actor, search driver), exactly as ``germinator-dist submit`` would on a cluster. A thread
-polls ``table.snapshot`` while a job runs and records the table's best loss against wall-clock time; the
-dense row records its loss on the same fitness batch. After each job the final snapshot is exported with
-``checkpoint.save_checkpoint`` and the reported test metric is measured on the model loaded back from that
-file (``checkpoint.load_checkpoint``), so the numbers are those of the few-kilobyte artifact.
+The GERMINATOR rows are real jobs: the benchmark starts a redis-server on a free loopback port and a local
+Ray instance, writes each job with ``jobs.create_job`` and runs it with ``job_runner.run_job`` (worker
+actors, trainer actor, search driver), exactly as ``germinator-dist submit`` would on a cluster. After each
+job the final snapshot is exported with ``checkpoint.save_checkpoint``; the reported test metric is
+measured on the model loaded back from that file, so the numbers are those of the few-kilobyte artifact.
+The fitness batch (what swaps are verified on) comes from ``--fitness-split``: the training split or the
+validation split carved from it, never the test split; the test split serves only the reported metric.
 
-Tasks: scikit-learn's digits (fixed split of ``data.load_digits_dataset``; 64-256-256-10 MLP) and a
-byte-level language model (``GerminatorLM``) on the fixed standard-library corpus of
-``data.load_text_dataset`` (train / validation split), reported in validation bits per byte.
+Tasks: scikit-learn's digits (64-256-256-10 MLP, one task per ``--digits-ranks`` entry) and a byte-level
+language model (``GerminatorLM``) on the fixed standard-library corpus, reported in test bits per byte.
 
-Outputs: the tables (printed at the end, as Markdown), ``benchmarks/out/learning.png`` (loss against
-wall-clock time, one panel per task), ``benchmarks/out/learning.json`` (every number and curve) and the
-exported checkpoints ``benchmarks/out/<task>-<row>.json``. The machine may be shared: each row records the
-1-minute load average, and the tables print its range.
+Outputs: the tables (Markdown), ``benchmarks/out/learning.png`` (fitness loss against wall clock),
+``benchmarks/out/frontier.png`` (test accuracy against checkpoint bytes across ranks, train-only and
+hybrid), ``benchmarks/out/learning.json`` (every number and curve) and the exported checkpoints. Each row
+records the 1-minute load average, and the tables print its range.
 """
 
 from __future__ import annotations
@@ -76,7 +75,10 @@ from germinator_dist.table import SeedTable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 LN2 = math.log(2)
-ROWS = ("train", "search", "hybrid", "dense")
+ROWS = ("train", "hybrid", "hybrid-loss", "dense")
+ALL_ROWS = (*ROWS, "search")
+SWAP_MODE = {"hybrid": "screen", "hybrid-loss": "loss", "search": "screen"}  # row -> search.swap.mode
+JOB_MODE = {"train": "train", "hybrid": "hybrid", "hybrid-loss": "hybrid", "search": "search"}
 
 
 # ---- configuration --------------------------------------------------------------------------------------
@@ -93,26 +95,24 @@ class TaskConfig:
     trainer_delay: float = 0.0  # hybrid: seconds the search runs alone before the trainer starts
 
 
-def digits_task(args) -> TaskConfig:
+def _swap(args) -> dict:
+    return {"candidates": args.candidates, "top_k": args.top_k, "slot_choice": args.slot_choice}
+
+
+def digits_task(args, rank: int) -> TaskConfig:
     spec = {
-        "model": {"kind": "mlp", "hidden": [256, 256], "rank": args.digits_rank, "seed_bits": 8},
+        "model": {"kind": "mlp", "hidden": [256, 256], "rank": rank, "seed_bits": 16},
         "data": {"kind": "digits"},
-        "fitness": {"batch_size": 2048, "seed": 0},  # the whole training split (1438 rows)
-        "search": {
-            "proposer": args.proposer,
-            "candidates_per_call": 4,
-            "in_flight_per_worker": 1,
-            "calls_per_layer": 4,
-            "refit_steps": args.refit_steps,
-            "refit_lr": 0.02,
-        },
-        "trainer": {"optimizer": "adam", "lr": 0.02, "batch_size": 256, "steps_per_publish": 200},
+        # the whole split the fitness comes from (training: 1150 rows; validation: 288)
+        "fitness": {"batch_size": 2048, "seed": 0, "split": args.fitness_split},
+        "search": {"swap": _swap(args), "in_flight_per_worker": 1, "calls_per_layer": 1},
+        "trainer": {"optimizer": "adam", "lr": 0.03, "batch_size": 256, "steps_per_publish": 25},
     }
     _search_options(spec, args)
-    return TaskConfig("digits", "accuracy", spec, args.cpus, 2e-3, 256, args.trainer_delay)
+    return TaskConfig(f"digits-r{rank}", "accuracy", spec, args.cpus, 2e-3, 256, args.trainer_delay)
 
 
-def lm_task(args) -> TaskConfig:
+def lm_task(args, rank: int) -> TaskConfig:
     spec = {
         "model": {
             "kind": "lm",
@@ -120,51 +120,42 @@ def lm_task(args) -> TaskConfig:
             "d_ff": 128,
             "n_blocks": 2,
             "context": 64,
-            "rank": args.lm_rank,
-            "seed_bits": 8,
+            "rank": rank,
+            "seed_bits": 16,
         },
         "data": {"kind": "text"},  # the fixed standard-library corpus
-        "fitness": {"batch_size": 64, "seed": 0},  # 64 windows of 64 bytes
-        "search": {
-            "proposer": args.proposer,
-            "candidates_per_call": 2,
-            "in_flight_per_worker": 1,
-            "calls_per_layer": 4,
-            "refit_steps": min(args.refit_steps, 5),
-            "refit_lr": 0.02,
-        },
+        "fitness": {"batch_size": 64, "seed": 0, "split": args.fitness_split},  # 64 windows of 64 bytes
+        "search": {"swap": _swap(args), "in_flight_per_worker": 1, "calls_per_layer": 1},
         "trainer": {
             "optimizer": "adam",
             "lr": 0.02,
             "batch_size": 32,
-            "steps_per_publish": 50,
+            "steps_per_publish": 25,
             "val_limit": 64,  # the per-round validation inside the trainer stays cheap
         },
     }
     _search_options(spec, args)
-    return TaskConfig("lm", "bits_per_byte", spec, args.cpus, 2e-3, 32, args.trainer_delay)
+    return TaskConfig(f"lm-r{rank}", "bits_per_byte", spec, args.cpus, 2e-3, 32, args.trainer_delay)
 
 
 def _search_options(spec: dict, args) -> None:
     """The search settings the command line may change (for investigating what the search contributes)."""
-    if args.slots:
-        spec["search"]["slots"] = [int(v) for v in args.slots.split(",")]
     if args.layers:
         spec["search"]["layers"] = [int(v) for v in args.layers.split(",")]
-    if args.population:
-        spec["search"]["population"] = args.population
 
 
 def row_spec(task: TaskConfig, mode: str, budget: float, job: str, init_seed: int = 0) -> JobSpec:
     """The job spec of one GERMINATOR row: every row gets ``budget`` seconds of wall clock."""
     spec = json.loads(json.dumps(task.spec))
-    spec["job"], spec["mode"] = job, mode
+    spec["job"], spec["mode"] = job, JOB_MODE[mode]
     spec["model"]["init_seed"] = init_seed  # the initial seeds (train-only keeps them throughout)
     spec["search"].update(budget_evals=None, budget_seconds=budget)
+    if mode in SWAP_MODE:
+        spec["search"]["swap"]["mode"] = SWAP_MODE[mode]
     spec["trainer"]["budget_s"] = budget
-    if mode == "hybrid" and task.trainer_delay > 0:  # seed first: the search alone, then both; same total
+    if JOB_MODE[mode] == "hybrid" and task.trainer_delay > 0:  # seed first: the search alone, then both
         spec["trainer"].update(start_delay_s=task.trainer_delay, budget_s=budget - task.trainer_delay)
-    workers = {"search": task.search_workers, "hybrid": task.search_workers - 1, "train": 0}[mode]
+    workers = {"search": task.search_workers, "hybrid": task.search_workers - 1, "train": 0}[JOB_MODE[mode]]
     spec["workers"] = {"count": workers, "cpus": 1.0}
     return parse_job_spec(spec)
 
@@ -183,15 +174,16 @@ class Row:
     budget_s: float
     wall_s: float  # from run_job's call to its return (actor start-up included)
     cores: int
-    evaluations: int = 0
-    seed_commits: int = 0
-    commits_after_training: int = 0  # seed commits after the trainer's first float publish (hybrid)
+    evaluations: int = 0  # candidates considered (screened + verified)
+    seed_commits: int = 0  # accepted swaps
+    commits_after_training: int = 0  # swaps after the trainer's first float publish (hybrid)
     stale: int = 0
     float_publishes: int = 0
     trainer_steps: int = 0
     layers_changed: int = 0
     final_fitness_loss: float = math.nan
     load: float = math.nan  # 1-minute load average when the row ended
+    checkpoint_path: str = ""
     curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds, fitness loss in nats)
 
 
@@ -237,9 +229,7 @@ def run_germinator_row(
     wall = time.monotonic() - t0
     snap = table.snapshot(job)
     poller.curve.append((wall, best_loss(snap)))
-    path = out / (
-        f"{task.name}-{mode}.json" if init_seed == 0 else f"{task.name}-{mode}-seed{init_seed}.json"
-    )
+    path = out / f"{task.name}-{mode}-seed{init_seed}.json"
     nbytes = save_checkpoint(model_from_snapshot(spec, snap), path)
     model = load_checkpoint(path)  # the reported numbers are those of the exported file
     metrics = accuracy(model, dataset, spec.model.context)
@@ -247,12 +237,12 @@ def run_germinator_row(
     progress = table.progress(job)
     changed = sum(a.seeds != b.seeds for a, b in zip(initial.layers, snap.layers))
     first_floats = next((i for i, e in enumerate(events) if e.kind == "floats"), len(events))
-    late_commits = sum(e.kind == "seeds" for e in events[first_floats:])
+    late_commits = sum(e.kind in ("seeds", "swap") for e in events[first_floats:])
     table.delete_job(job)
     print(
         f"  {task.name}/{mode} (init seed {init_seed}): job {state.value}, {wall:.1f}s, "
         f"metric {_metric(task, metrics):.4f}, "
-        f"{progress.evaluations} evaluations, {progress.accepted} seed commits, {progress.stale} stale, "
+        f"{progress.evaluations} candidates, {progress.accepted} swaps, {progress.stale} stale, "
         f"{sum(e.kind == 'floats' for e in events)} float publishes, trainer {poller.trainer_steps} steps",
         flush=True,
     )
@@ -268,6 +258,7 @@ def run_germinator_row(
         budget_s=budget,
         wall_s=wall,
         cores=spec.workers.count + (mode != "search"),
+        checkpoint_path=str(path),
         evaluations=progress.evaluations,
         seed_commits=progress.accepted,
         commits_after_training=late_commits,
@@ -390,45 +381,24 @@ def run_dense_row(task: TaskConfig, budget: float, init_seed: int = 0) -> Row:
 # ---- report ---------------------------------------------------------------------------------------------
 def table_markdown(rows: list[Row], task: TaskConfig) -> str:
     acc = task.metric == "accuracy"
-    head = "test accuracy" if acc else "val. bits/byte"
+    head = "test accuracy" if acc else "test bits/byte"
     unit = "" if acc else " (bits/byte)"
     lines = [
-        f"| row | init seed | {head} | checkpoint bytes | trained floats | seed bits | cores | wall s "
-        f"| fitness loss{unit} | evaluations | seed commits (after training began) | stale | trainer steps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| row | init seed | {head} | checkpoint bytes | trained floats | cores | wall s "
+        f"| fitness loss{unit} | candidates | swaps (after training began) | stale | trainer steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         metric = f"{100 * r.metric:.1f}%" if acc else f"{r.metric:.3f}"
         fit = r.final_fitness_loss if acc else r.final_fitness_loss / LN2
-        searched = r.row in ("search", "hybrid")
-        commits = str(r.seed_commits) if searched else "-"
-        if r.row == "hybrid":
-            commits += f" ({r.commits_after_training})"
+        searched = r.row in SWAP_MODE
+        commits = f"{r.seed_commits} ({r.commits_after_training})" if searched else "-"
         lines.append(
             f"| {r.row} | {r.init_seed} | {metric} | {r.checkpoint_bytes:,} | {r.trained_floats:,} "
-            f"| {r.seed_bits:,} "
             f"| {r.cores} | {r.wall_s:.0f} | {fit:.2e} | {r.evaluations if searched else '-'} | {commits} "
             f"| {r.stale if searched else '-'} | {r.trainer_steps or '-'} |"
         )
-    seeds = sorted({r.init_seed for r in rows})
-    if len(seeds) > 1:  # one line per row: mean and range over the init seeds, then hybrid - train per seed
-        lines.append(f"\nOver init seeds {seeds}:\n")
-        fmt = (lambda v: f"{100 * v:.2f}%") if acc else (lambda v: f"{v:.3f}")
-        for name in dict.fromkeys(r.row for r in rows):
-            vals = [r.metric for r in rows if r.row == name]
-            lines.append(
-                f"- {name}: mean {fmt(sum(vals) / len(vals))}, range {fmt(min(vals))} - {fmt(max(vals))}"
-            )
-        by = {(r.row, r.init_seed): r.metric for r in rows}
-        diffs = [
-            by[("hybrid", s)] - by[("train", s)] for s in seeds if ("hybrid", s) in by and ("train", s) in by
-        ]
-        if diffs:
-            scale, unit = (100, " points") if acc else (1, " bits/byte")
-            per = ", ".join(f"{scale * d:+.2f}" for d in diffs)
-            lines.append(
-                f"- hybrid - train, per init seed: {per}{unit} (mean {scale * sum(diffs) / len(diffs):+.2f})"
-            )
+    lines += ["", *summary_lines(rows, acc)]
     loads = [r.load for r in rows]
     lines.append(
         f"\nBudget {rows[0].budget_s:.0f} s per row; 1-minute load average at the end of the rows: "
@@ -437,14 +407,47 @@ def table_markdown(rows: list[Row], task: TaskConfig) -> str:
     return "\n".join(lines)
 
 
+def summary_lines(rows: list[Row], acc: bool) -> list[str]:
+    """Mean and range per row over the init seeds, and each searched row minus train, per init seed."""
+    fmt = (lambda v: f"{100 * v:.2f}%") if acc else (lambda v: f"{v:.3f}")
+    seeds = sorted({r.init_seed for r in rows})
+    out = [f"Over init seeds {seeds}:", ""]
+    for name in dict.fromkeys(r.row for r in rows):
+        vals = [r.metric for r in rows if r.row == name]
+        nbytes = [r.checkpoint_bytes for r in rows if r.row == name]
+        out.append(
+            f"- {name}: mean {fmt(sum(vals) / len(vals))}, range {fmt(min(vals))} - {fmt(max(vals))}, "
+            f"checkpoint {sum(nbytes) / len(nbytes):,.0f} bytes"
+        )
+    by = {(r.row, r.init_seed): r.metric for r in rows}
+    scale, unit = (100, " points") if acc else (1, " bits/byte")
+    for name in (n for n in SWAP_MODE if any(r.row == n for r in rows)):
+        diffs = [by[(name, s)] - by[("train", s)] for s in seeds if (name, s) in by and ("train", s) in by]
+        if diffs:
+            per = ", ".join(f"{scale * d:+.2f}" for d in diffs)
+            out.append(
+                f"- {name} - train, per init seed: {per}{unit} (mean {scale * sum(diffs) / len(diffs):+.2f})"
+            )
+    return out
+
+
+def means(rows: list[Row], task: str, row: str) -> tuple[float, float] | None:
+    """(mean checkpoint bytes, mean metric) of one row of one task over its init seeds."""
+    got = [r for r in rows if r.task == task and r.row == row]
+    if not got:
+        return None
+    return sum(r.checkpoint_bytes for r in got) / len(got), sum(r.metric for r in got) / len(got)
+
+
 def plot(rows: list[Row], tasks: list[TaskConfig], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"train": "tab:blue", "search": "tab:orange", "hybrid": "tab:green", "dense": "tab:gray"}
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.5), squeeze=False)
+    colors = {"train": "tab:blue", "search": "tab:orange", "hybrid": "tab:green", "hybrid-loss": "tab:olive",
+              "dense": "tab:gray"}  # fmt: skip
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         lm = task.metric != "accuracy"
         first = min(r.init_seed for r in rows)
@@ -452,17 +455,49 @@ def plot(rows: list[Row], tasks: list[TaskConfig], path: Path) -> None:
             pts = [(t, v / LN2 if lm else v) for t, v in r.curve if math.isfinite(v)]
             if pts:
                 ax.step(*zip(*pts), where="post", color=colors[r.row], label=r.row)
-        ax.set_title(f"{task.name}: loss on the fitness batch (budget {rows[0].budget_s:.0f}s per row)")
+        ax.set_title(f"{task.name}: fitness loss (budget {rows[0].budget_s:.0f}s per row)", fontsize=9)
         ax.set_xlabel("wall-clock seconds since the row started")
         ax.set_ylabel("bits per byte" if lm else "cross-entropy (nats)")
         if not lm:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_frontier(rows: list[Row], tasks: list[TaskConfig], path: Path) -> bool:
+    """Test accuracy against checkpoint bytes across the digits ranks (means over init seeds)."""
+    digits = [t for t in tasks if t.metric == "accuracy"]
+    if len(digits) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, color in (("train", "tab:blue"), ("hybrid", "tab:green"), ("hybrid-loss", "tab:olive")):
+        pts = [(m, t.spec["model"]["rank"]) for t in digits if (m := means(rows, t.name, name))]
+        if pts:
+            ax.plot([p[0][0] for p in pts], [100 * p[0][1] for p in pts], "o-", color=color, label=name)
+            for (x, y), rank in pts:
+                ax.annotate(f"r{rank}", (x, 100 * y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    dense = [m for t in digits if (m := means(rows, t.name, "dense"))]
+    if dense:
+        ax.plot([dense[0][0]], [100 * dense[0][1]], "s", color="tab:gray", label="dense (stored weights)")
+    ax.set_xscale("log")
+    ax.set_xlabel("checkpoint bytes (JSON file: seeds, floats, spec)")
+    ax.set_ylabel("test accuracy (%), mean over init seeds")
+    ax.set_title("digits: accuracy against model size", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 # ---- main -----------------------------------------------------------------------------------------------
@@ -473,21 +508,25 @@ def main(argv: list[str] | None = None) -> None:
         "--budget", type=float, default=None, help="wall-clock seconds per row (default 70; quick 8)"
     )
     p.add_argument("--tasks", default="digits,lm", help="comma list of digits, lm")
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ALL_ROWS)}")
     p.add_argument("--cpus", type=int, default=2, help="Ray CPUs (search workers; hybrid: 1 fewer)")
     p.add_argument(
         "--init-seeds", default="0", help="comma list: every row runs once per model init_seed (mean, range)"
     )
-    p.add_argument("--digits-rank", type=int, default=128)
+    p.add_argument("--digits-ranks", default="32", help="comma list of ranks: one digits task each")
     p.add_argument("--lm-rank", type=int, default=32)
-    p.add_argument("--refit-steps", type=int, default=10, help="search: refit steps per candidate")
-    p.add_argument("--proposer", default="evolutionary")
-    p.add_argument("--slots", default="", help="searched seed slots (indices into SEED_NAMES; default all)")
+    p.add_argument("--candidates", type=int, default=1024, help="swap: candidates screened per slot per call")
+    p.add_argument("--top-k", type=int, default=4, help="swap: candidates verified on the loss per call")
+    p.add_argument("--slot-choice", default="weakest", choices=("weakest", "round_robin"))
+    p.add_argument("--fitness-split", default="train", choices=("train", "validation"))
     p.add_argument("--layers", default="", help="searched layers (default all)")
-    p.add_argument("--population", type=int, default=0, help="proposer population (default: the spec's)")
-    p.add_argument("--trainer-delay", type=float, default=0.0,
-                   help="hybrid: seconds of seed search alone before the trainer starts (seed first; the "
-                   "trainer then gets the rest of the budget)")
+    p.add_argument(
+        "--trainer-delay",
+        type=float,
+        default=0.0,
+        help="hybrid: seconds of seed search alone before the trainer starts (seed first; the "
+        "trainer then gets the rest of the budget)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "out")
     args = p.parse_args(argv)
     if args.cpus < 2:
@@ -495,8 +534,16 @@ def main(argv: list[str] | None = None) -> None:
     budget = args.budget or (8.0 if args.quick else 70.0)
     if not 0 <= args.trainer_delay < budget:
         p.error(f"--trainer-delay: must be in [0, budget {budget:g}) (value {args.trainer_delay:g})")
-    makers = {"digits": digits_task, "lm": lm_task}
-    tasks = [makers[t](args) for t in args.tasks.split(",") if t]
+    tasks = []
+    for name in (t for t in args.tasks.split(",") if t):
+        if name == "digits":
+            tasks += [digits_task(args, int(r)) for r in args.digits_ranks.split(",") if r]
+        elif name == "lm":
+            tasks.append(lm_task(args, args.lm_rank))
+        else:
+            p.error(f"--tasks: unknown task {name!r} (digits, lm)")
+    if unknown := [r for r in args.rows.split(",") if r and r not in ALL_ROWS]:
+        p.error(f"--rows: unknown rows {unknown} ({', '.join(ALL_ROWS)})")
     rows_wanted = [r for r in args.rows.split(",") if r]
     init_seeds = [int(v) for v in args.init_seeds.split(",") if v]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -528,6 +575,8 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     png = args.out / "learning.png"
     plot(rows, tasks, png)
+    frontier = args.out / "frontier.png"
+    has_frontier = plot_frontier(rows, tasks, frontier)
     (args.out / "learning.json").write_text(
         json.dumps(
             {
@@ -542,7 +591,19 @@ def main(argv: list[str] | None = None) -> None:
         spec = row_spec(task, "train", budget, "x")
         print(f"\n### {task.name}: {spec.model.model_dump(exclude_defaults=True)}\n")
         print(table_markdown([r for r in rows if r.task == task.name], task))
-    print(f"\nplot: {png}")
+    digits = [t for t in tasks if t.metric == "accuracy"]
+    if len(digits) > 1:
+        print("\n### digits frontier (means over init seeds)\n")
+        print("| rank | train accuracy | train bytes | hybrid accuracy | hybrid bytes | hybrid - train |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for t in digits:
+            tr, hy = means(rows, t.name, "train"), means(rows, t.name, "hybrid")
+            if tr and hy:
+                print(
+                    f"| {t.spec['model']['rank']} | {100 * tr[1]:.2f}% | {tr[0]:,.0f} | {100 * hy[1]:.2f}% "
+                    f"| {hy[0]:,.0f} | {100 * (hy[1] - tr[1]):+.2f} |"
+                )
+    print(f"\nplots: {png}" + (f", {frontier}" if has_frontier else ""))
 
 
 if __name__ == "__main__":
