@@ -42,15 +42,21 @@ def run_demo(args) -> dict:
     out = Path(getattr(args, "output", None) or Path(tempfile.gettempdir()) / f"{job}.json")
     size = service.export(table, job, out)
     metrics = evaluate_checkpoint(out)
+    swaps = service.swap_count(table, job)
     result = {
         "job_id": job,
         "state": doc["state"],
         "evaluations": doc["evaluations"],
         "accepted": doc["accepted"],
+        "swaps": swaps,
         "model": str(out),
         **metrics,
         "checkpoint_bytes": size,
     }
+    console.print(
+        f"seed swaps committed: [bold]{swaps}[/] (component seeds replaced beside the trainer; "
+        f"{doc['evaluations']} candidates considered)"
+    )
     console.print(
         f"test accuracy [bold]{metrics['accuracy']:.3f}[/]  loss {metrics['loss']:.4f}  "
         f"checkpoint {size} bytes ({out})  trained floats {metrics['trained_floats']}"

@@ -3,8 +3,13 @@
 No global barrier: each worker has up to ``in_flight_per_worker`` batches in flight; as each one finishes
 the driver checks it was computed against the table's current snapshot (else: dropped, counted stale),
 tells the layer's proposer, and offers the best candidate that beat the incumbent *in the same
-evaluation* to the table with compare-and-set on the layer's version (DESIGN.md section 5). A lost batch
+evaluation* to the table with compare-and-set on the layer's version (docs/layout.md). A lost batch
 (dead worker or node) is re-dispatched to another worker; the pool replaces the dead worker when it can.
+
+With ``search.swap`` the driver plans swap calls instead (``swap_proposer.py``): each result carries per
+slot the best verified swap and the slot's generation it was measured against; the table judges each swap
+against its own slot alone (``commit_swaps_many``), so a trainer publish or a swap of another slot does
+not make it stale.
 
 The driver talks to an EvaluatorPool (pool.py) and a seed table object (``SeedTable`` or anything with
 the same methods), so it imports neither Ray nor Redis.

@@ -1,4 +1,4 @@
-"""Fair evaluation of seed candidates for one layer against its incumbent (DESIGN.md section 5).
+"""Fair evaluation of seed candidates for one layer against its incumbent (docs/layout.md).
 
 A :class:`LayerEvaluator` holds the model and one fixed data batch. Given a snapshot (every layer's seeds
 and floats, with versions) it caches the activations entering each layer, so a batch of candidates for
@@ -12,6 +12,9 @@ calls) do not pay for it again. Layers after k are fixed within a snapshot; thei
 the per-tensor cache instead of being regenerated for every candidate. A new snapshot drops only what its
 changed layers touch. Without refit, a classifier stage (MLP layers without experts) goes through
 :class:`~germinator_dist.stage_scorer.StageScorer`, the hot loop; the LM and refit take the generic path.
+
+:meth:`LayerEvaluator.swap` is the swap search's worker side (``swap_scorer.py``): per snapshot and layer it
+keeps the layer's gradient and, on classifier stages, the incumbent's W less each attacked slot's term.
 
 Pure core: torch only. The Ray worker actor and the local demo both wrap it.
 """
@@ -360,9 +363,10 @@ class LayerEvaluator:
         return generic
 
     def swap(self, task: SwapTask, seed_bits: int) -> SwapResult:
-        """Per slot of ``task``, the best verified swap against the loaded snapshot (DESIGN: screen the
-        candidates by ``<G, Phi>``, verify the top K with a line search of the slot's rank scalar), and
-        the incumbent's loss measured in the same call. Raises SpecError for a slot outside the rank."""
+        """Per slot of ``task``, the best verified swap against the loaded snapshot (screen the candidates
+        by ``<G, Phi>``, verify the top K with a line search of the slot's rank scalar; see swap_scorer),
+        and the incumbent's loss measured in the same call. Candidates the layer already holds are dropped.
+        Raises SpecError for a slot outside the rank."""
         t0 = time.perf_counter()
         k = task.layer
         layer = self.model.layers[k]

@@ -2,7 +2,7 @@
 
 A model is a chain of seeded layers (``model.layers``; the index of a layer there is its index in the
 seed table) run in *stages*: stage k applies layer k to a small state dict. That lets a worker cache the
-state entering layer k for a snapshot and re-run only layers k.. for each candidate (DESIGN.md section 5).
+state entering layer k for a snapshot and re-run only layers k.. for each candidate (docs/layout.md).
 
 Streaming: each stage generates its layer's seeded tensors right before use and drops them after, so at
 most one layer's generated weights are alive at a time (unless a layer's cache is switched on).

@@ -1,7 +1,7 @@
 """Portable counter-based generator: Philox4x32-10 written with torch integer ops.
 
 Same seed, same bits, everywhere: on CPU or GPU, in any process, with any thread count, and in chunks of
-any size (DESIGN.md section 3). torch's own generators cannot promise that (mt19937 on CPU, Philox with an
+any size. torch's own generators cannot promise that (mt19937 on CPU, Philox with an
 SM-count-dependent layout on CUDA), so every seeded tensor of the project comes from here.
 
 Stream layout (generator version ``GENERATOR_VERSION``):

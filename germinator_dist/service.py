@@ -121,6 +121,11 @@ def submit(spec: JobSpec, ep: Endpoints) -> str:
     return spec.job
 
 
+def swap_count(table, job: str) -> int:
+    """Accepted swaps of component seeds in a job (its event stream's ``swap`` entries)."""
+    return sum(e.kind == "swap" for e in table.events(job))
+
+
 def status(table, job: str) -> dict:
     """The job's stable machine-readable status document."""
     info = table.job_info(job)

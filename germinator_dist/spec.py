@@ -16,7 +16,7 @@ SeedBits = Literal[8, 16, 32, 63]
 
 
 class ModelSpec(BaseModel):
-    """Shape and fixed constants of a GERMINATOR model (DESIGN.md section 2)."""
+    """Shape and fixed constants of a GERMINATOR model (docs/layout.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

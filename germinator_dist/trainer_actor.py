@@ -1,6 +1,6 @@
 """The scale trainer as a Ray actor: runs ``trainer.run_trainer`` against the seed table on its own node.
 
-The trainer and the seed search meet only in the Redis table (DESIGN.md section 1): the actor connects to
+The trainer and the seed search meet only in the Redis table: the actor connects to
 Redis itself, loops sync -> train -> publish (compare-and-set per layer), and reports its totals.
 """
 

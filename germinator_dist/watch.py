@@ -14,8 +14,12 @@ from germinator_dist.service import status
 def render(doc: dict) -> Table:
     best = "-" if doc["best_loss"] is None else f"{doc['best_loss']:.4f}"
     t = Table(title=f"job {doc['job_id']}  [{doc['state']}]  best loss {best}", title_justify="left")
-    for col in ("evaluations", "evals/s", "accepted", "stale", "workers", "per call", "trainer"):
+    swap = doc.get("swaps") is not None
+    cols = ["evaluations", "evals/s", "accepted", "stale", "workers", "per call", "trainer"]
+    cols += ["swaps", "screened/s", "gain (nats)"] if swap else []
+    for col in cols:
         t.add_column(col, justify="right")
+    extra = [str(doc["swaps"]), f"{doc['screened_per_s']:.0f}", f"{doc['swap_gain']:.4f}"] if swap else []
     t.add_row(
         str(doc["evaluations"]),
         f"{doc['evals_per_s']:.1f}",
@@ -24,6 +28,7 @@ def render(doc: dict) -> Table:
         f"{doc['workers_live']}/{doc['workers_desired']}",
         "-" if doc.get("candidates_per_call") is None else str(doc["candidates_per_call"]),
         "yes" if doc["trainer"] else "no",
+        *extra,
     )
     layers = Table(show_header=True)
     for col in ("layer", "loss", "version", "last writer"):
