@@ -94,6 +94,7 @@ def digits_dims() -> tuple[tuple[str, int], ...]:
 def make_spec(job: str, workers: int, seconds: float, cands: int | str) -> JobSpec:
     model = ModelSpec(hidden=(256, 256), rank=16).resolved(**dict(digits_dims()))
     search = SearchSpec(
+        swap=None,  # the whole-vector path this benchmark measures (bench_swap.py measures swaps)
         proposer="evolutionary",
         layers=(LAYER,),
         refit_steps=0,

@@ -179,14 +179,15 @@ class SearchDriver:
                 return Task(next(self._task_ids), k, tuple(cands), snap, s.refit_steps, s.refit_lr)
         return None  # every proposer is exhausted
 
-    def _new_swap_tasks(self, snap: Snapshot, n: int) -> list[Task | None]:
-        """``n`` swap calls, layer by layer in schedule order (None where a layer's slots are exhausted)."""
+    def _new_swap_tasks(self, snap: Snapshot, sizes: list[int]) -> list[Task | None]:
+        """A swap call per requested size (candidates it may consider), layer by layer in schedule order
+        (None where every layer's slots are exhausted)."""
         tasks: list[Task | None] = []
-        for _ in range(n):
+        for size in sizes:
             task = None
             for _ in range(len(self.layers)):
                 k = self._next_layer()
-                swap = self.swappers[k].ask(snap.layers[k])
+                swap = self.swappers[k].ask(snap.layers[k], limit=size)
                 if swap is not None:
                     bits = self.spec.model.seed_bits
                     task = Task(next(self._task_ids), k, (), snap, swap=swap, seed_bits=bits)
@@ -229,14 +230,15 @@ class SearchDriver:
             return True
         sizes = []
         for w in free:
-            n = self.call_size(w) if budget is None else min(self.call_size(w), budget)
+            want = next(iter(self.swappers.values())).call_size() if self.swappers else self.call_size(w)
+            n = want if budget is None else min(want, budget)
             if n < 1:
                 break
             sizes.append(n)
             budget = None if budget is None else budget - n
         if not sizes:
             return True
-        tasks = self._new_swap_tasks(snap, len(sizes)) if self.swappers else self._new_tasks(snap, sizes)
+        tasks = self._new_swap_tasks(snap, sizes) if self.swappers else self._new_tasks(snap, sizes)
         for w, task in zip(free, tasks):
             if task is not None:
                 self.pool.submit(w, task)
@@ -320,10 +322,8 @@ class SearchDriver:
         tell the layer's swap proposer what was accepted."""
         task, res = done.task, done.result
         self._outstanding -= task.size
-        considered = sum(sw.screened + sw.verified for sw in res.swaps) or task.size
-        self._count(evaluations=considered)
+        self._count(evaluations=task.size)  # the candidates the call considered (the budget's unit)
         self.stats.screened += sum(sw.screened for sw in res.swaps)
-        self._resize_calls(done.worker, task.size, res.seconds)
         found = [sw for sw in res.swaps if sw.seed is not None and sw.loss < res.incumbent_loss]
         commits = [
             SwapCommit(

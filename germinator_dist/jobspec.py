@@ -77,8 +77,9 @@ class SearchSpec(_Frozen):
     refit_lr: float = Field(default=0.02, gt=0, le=10)
     rng_seed: int = Field(default=0, ge=0)
     options: dict[str, Any] = Field(default_factory=dict)  # extra proposer fields
-    # the swap search of component slots (docs/learning.md); None: whole-vector proposers only
-    swap: SwapConfig | None = None
+    # the swap search of component slots (the default; docs/learning.md); null: the whole-vector proposer
+    # (``proposer``, ``slots``, ``refit_steps`` ...) searches instead
+    swap: SwapConfig | None = Field(default_factory=SwapConfig)
 
     @field_validator("candidates_per_call", mode="before")
     @classmethod

@@ -105,23 +105,32 @@ class SwapProposer:
 
         return sorted(open_slots, key=weakness)
 
-    def _block(self, k: int) -> CandidateBlock:
+    def call_size(self) -> int:
+        """Candidates one full call considers: ``slots_per_call`` blocks of ``candidates`` (``top_k`` in
+        loss mode)."""
+        cfg = self.config
+        return cfg.slots_per_call * (cfg.candidates if cfg.mode == "screen" else cfg.top_k)
+
+    def _block(self, k: int, cap: int) -> CandidateBlock:
         cfg = self.config
         if self.exhaustive:
-            count = min(cfg.candidates, self.space - self.handed[k])
+            count = min(cfg.candidates, cap, self.space - self.handed[k])
             block = CandidateBlock(kind="range", start=self.cursor[k], count=count)
             self.cursor[k] = (self.cursor[k] + count) % self.space
             self.handed[k] += count
             return block
-        count = cfg.candidates if cfg.mode == "screen" else cfg.top_k
+        count = min(cfg.candidates if cfg.mode == "screen" else cfg.top_k, cap)
         key = (self.seed * 1_000_003 + self.layer * 65_537 + self.calls) & ((1 << 63) - 1)
         self.calls += 1
         self.handed[k] += count
         return CandidateBlock(kind="draw", start=key, count=count)
 
-    def ask(self, entry: LayerEntry) -> SwapTask | None:
-        """The next swap call for this layer against ``entry`` (the snapshot's row), or None when every
-        slot's seed space is screened at its current generation."""
+    def ask(self, entry: LayerEntry, limit: int | None = None) -> SwapTask | None:
+        """The next swap call for this layer against ``entry`` (the snapshot's row), considering at most
+        ``limit`` candidates (a budget's remainder), or None when every slot's seed space is screened at
+        its current generation (or ``limit`` < 1)."""
+        if limit is not None and limit < 1:
+            return None
         if entry.rank != self.rank:
             raise SpecError(f"layer {self.layer}: the proposer has rank {self.rank}, the row {entry.rank}")
         self._sync(entry)
@@ -130,7 +139,8 @@ class SwapProposer:
             return None
         if self.config.slot_choice == "round_robin":
             self.next_slot = (slots[-1] + 1) % self.rank
-        tasks = tuple(SlotTask(slot=k, slot_gen=self.gen[k], block=self._block(k)) for k in slots)
+        cap = self.call_size() if limit is None else max(1, limit // len(slots))
+        tasks = tuple(SlotTask(slot=k, slot_gen=self.gen[k], block=self._block(k, cap)) for k in slots)
         return SwapTask(layer=self.layer, slots=tasks, mode=self.config.mode, top_k=self.config.top_k)
 
     # ---- tell --------------------------------------------------------------------------------------------

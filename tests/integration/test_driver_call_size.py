@@ -35,7 +35,7 @@ def run_search(table, job_id, **search) -> tuple[list[int], object, SearchDriver
             "mode": "search",
             "model": {"hidden": [32], "rank": 4, "seed_bits": 16},
             "fitness": {"batch_size": 256},
-            "search": {"refit_steps": 0, "layers": [0], **search},
+            "search": {"refit_steps": 0, "layers": [0], "swap": None, **search},
             "workers": {"count": 1, "min": 0, "max": 2},
         }
     )

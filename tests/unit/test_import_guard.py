@@ -1,4 +1,4 @@
-"""The pure core must not load ray or redis (DESIGN.md section 6)."""
+"""The pure core must not load ray or redis."""
 
 import subprocess
 import sys

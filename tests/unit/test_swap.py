@@ -174,3 +174,14 @@ def test_proposer_round_robin_and_draws_for_wide_seeds():
     block = task.slots[0].block
     assert block.kind == "draw" and len(set(expand_block(block, 63))) == 8
     assert all(0 <= s < 2**63 for s in expand_block(block, 63))
+
+
+def test_proposer_calls_are_cut_to_a_budget_limit():
+    prop = SwapProposer(SwapConfig(candidates=1000, slots_per_call=2), layer=0, rank=4, seed_bits=16)
+    e = entry(4, (1.0, 2.0, 3.0, 4.0))
+    assert prop.call_size() == 2000
+    task = prop.ask(e, limit=300)
+    assert [s.block.count for s in task.slots] == [150, 150]
+    assert prop.ask(e, limit=0) is None
+    loss = SwapProposer(SwapConfig(mode="loss", top_k=3), layer=0, rank=4, seed_bits=16)
+    assert loss.call_size() == 3 and loss.ask(e).slots[0].block.kind == "draw"

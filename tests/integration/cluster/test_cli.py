@@ -36,7 +36,7 @@ def write_spec(tmp_path, name="job.yaml", **overrides):
         "mode": "search",
         "model": {"hidden": [64], "rank": 8, "seed_bits": 8},
         "fitness": {"batch_size": 512},
-        "search": {"budget_evals": 400, "candidates_per_call": 8, "refit_steps": 2},
+        "search": {"budget_evals": 400, "candidates_per_call": 8, "refit_steps": 2, "swap": None},
         "workers": {"count": 1},
     }
     for k, v in overrides.items():

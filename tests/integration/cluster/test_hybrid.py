@@ -21,7 +21,7 @@ def test_hybrid_search_and_trainer_share_the_table(ray_cluster, table, job_id):
             # co-adapt to the seeds: see docs/learning.md)
             "model": {"hidden": [64], "rank": 4, "seed_bits": 8},
             "fitness": {"batch_size": 512},
-            "search": {"budget_evals": 600, "candidates_per_call": 8, "refit_steps": 0},
+            "search": {"budget_evals": 600, "candidates_per_call": 8, "refit_steps": 0, "swap": None},
             "trainer": {"optimizer": "adopt", "lr": 0.001, "steps_per_publish": 10},
             "workers": {"count": 1},
         }

@@ -22,7 +22,13 @@ def make_job(table, job_id, budget_evals=400, count=2, **search):
             "mode": "search",
             "model": SMALL,
             "fitness": {"batch_size": 512},
-            "search": {"budget_evals": budget_evals, "candidates_per_call": 8, "refit_steps": 2, **search},
+            "search": {
+                "budget_evals": budget_evals,
+                "candidates_per_call": 8,
+                "refit_steps": 2,
+                "swap": None,
+                **search,
+            },
             "workers": {"count": count, "min": 0, "max": 8},
         }
     )

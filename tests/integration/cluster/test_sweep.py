@@ -15,7 +15,7 @@ def test_tiny_sweep_on_real_ray(ray_cluster, redis_server, tmp_path):
         "mode": "search",
         "model": {"hidden": [32], "rank": 4, "seed_bits": 8},
         "fitness": {"batch_size": 256},
-        "search": {"budget_evals": 160, "candidates_per_call": 8},
+        "search": {"budget_evals": 160, "candidates_per_call": 8, "swap": None},
         "workers": {"count": 1},
     }
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))

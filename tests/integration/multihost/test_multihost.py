@@ -208,7 +208,7 @@ def write_spec(tmp_path: Path) -> Path:
         "mode": "search",
         "model": {"hidden": [64], "rank": 8, "seed_bits": 8},
         "fitness": {"batch_size": 512},
-        "search": {"budget_evals": BUDGET_EVALS, "candidates_per_call": 8, "refit_steps": 2},
+        "search": {"budget_evals": BUDGET_EVALS, "candidates_per_call": 8, "refit_steps": 2, "swap": None},
         "workers": {"count": 2},
     }
     path = tmp_path / "job.yaml"
