@@ -260,6 +260,8 @@ class SearchDriver:
                 self._outstanding -= task.size
                 for c in task.candidates:
                     self.proposers[task.layer].discard(c)
+                if task.swap is not None:  # its ranges were never screened: hand them out again
+                    self.swappers[task.layer].give_back(task.swap)
             log.warning("batch %d on %s failed: %s", task.id, done.worker, done.error)
             return snap
         if task.swap is not None:
@@ -342,7 +344,7 @@ class SearchDriver:
         if commits:
             try:
                 got = self.table.commit_swaps_many(self.job, commits)
-            except TableError:
+            except (TableError, SpecError):
                 if self.table.get_state(self.job) == JobState.RUNNING:
                     raise
                 return snap  # the job was cancelled meanwhile: the table refuses writes; the loop stops
@@ -359,7 +361,9 @@ class SearchDriver:
             self.table.update_progress(self.job, accepted=n_ok)
         stale = sum(o == CommitOutcome.STALE for o in outcomes.values())
         self._count(stale=stale, not_better=len(outcomes) - n_ok - stale)
-        return self.table.snapshot(self.job) if outcomes else snap
+        # the next calls are planned on the table as it is now: the trainer moves the floats all the time,
+        # and a call's gradient and line search should see them
+        return self.table.snapshot(self.job)
 
     def _sync_incumbents(self, snap: Snapshot) -> None:
         for k, prop in self.proposers.items():
@@ -475,7 +479,9 @@ class SearchDriver:
                 cap = self.spec.search.budget_evals
                 left = None if cap is None else cap - base_evals - self.stats.evaluations - self._outstanding
                 if not self._dispatch(status.live, snap, searching, left):
-                    exhausted = True
+                    # swap mode: an accepted swap in flight reopens its slot, so only an idle search ends
+                    in_flight = any(self.pool.in_flight(w) for w in status.live) or self._redispatch
+                    exhausted = not (self.swappers and in_flight)
                 busy = any(self.pool.in_flight(w) for w in status.live) or self._redispatch
                 if not searching and not busy:
                     break

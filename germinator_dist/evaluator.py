@@ -256,9 +256,8 @@ class LayerEvaluator:
         layer = self.model.layers[k]
         incumbent_seeds = layer.get_seeds()
         floats0 = layer.get_floats()
-        for seeds in candidates:  # validate all before computing anything
-            layer.set_seeds(seeds)
-        layer.set_seeds(incumbent_seeds)
+        for seeds in candidates:  # validate all before computing anything (the layer stays as it is)
+            layer.check_seeds(seeds)
         self._prefetch(k, [incumbent_seeds, *candidates])
         key = (k, int(refit_steps), float(refit_lr))
         scorer = self._scorer(k) if refit_steps <= 0 else None
@@ -326,12 +325,14 @@ class LayerEvaluator:
             phi_buf, w_buf = torch.empty_like(fixed.f1), torch.empty_like(fixed.f1)
             lam = scorer.lam  # (r,) alpha c g
 
-            def without(slot: int) -> torch.Tensor:  # W with slot's component removed, kept per snapshot
-                if (k, slot) not in self._swap:
+            def without(slot: int) -> torch.Tensor:  # W less the slot's component: one slot kept per layer
+                kept = self._swap.get((k, "w0"))
+                if kept is None or kept[0] != slot:
                     old = self._component(k, seeds[slot])
                     phi_old = component_phi(fixed.f1, fixed.f2, old)  # (out, in)
-                    self._swap[(k, slot)] = scorer.incumbent_weight() - float(lam[slot]) * phi_old
-                return self._swap[(k, slot)]
+                    kept = (slot, scorer.incumbent_weight() - float(lam[slot]) * phi_old)
+                    self._swap[(k, "w0")] = kept
+                return kept[1]
 
             def fast(slot: int, seed: int, comp, g_scaled: float) -> float:
                 with torch.no_grad():
@@ -389,10 +390,16 @@ class LayerEvaluator:
         try:
             for st in task.slots:
                 cands = [c for c in dict.fromkeys(expand_block(st.block, seed_bits)) if c not in held]
+                if cands and max(cands) >> layer.seed_bits:
+                    raise SpecError(
+                        f"slots[{st.slot}].block: a candidate seed {max(cands)} is outside "
+                        f"[0, 2**{layer.seed_bits}) for layer {k}"
+                    )
                 if task.mode == "screen" and cands:
                     scores = sw.screen(cands)  # (N,)
                     top = scores.abs().topk(min(task.top_k, len(cands))).indices.tolist()
-                    picks = [(cands[j], (-1.0 if float(scores[j]) > 0 else 1.0,)) for j in top]
+                    # dL/dg_k = alpha c score: search the descent direction (alpha may be negative)
+                    picks = [(cands[j], (-1.0 if float(scores[j]) * sw.scale > 0 else 1.0,)) for j in top]
                 else:
                     picks = [(c, (1.0, -1.0)) for c in cands[: task.top_k]]
                 comps = layer.make_components([c for c, _ in picks], self.device) if picks else {}

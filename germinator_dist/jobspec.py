@@ -55,6 +55,12 @@ class FitnessSpec(_Frozen):
     split: Literal["train", "validation"] = "train"
 
 
+WHOLE_VECTOR_FIELDS = (
+    "proposer", "population", "slots", "refit_steps", "refit_lr", "candidates_per_call", "call_seconds",
+    "max_candidates_per_call", "options",
+)  # fmt: skip
+
+
 class SearchSpec(_Frozen):
     proposer: str = "evolutionary"
     population: int = Field(default=16, ge=2, le=100_000)
@@ -93,6 +99,13 @@ class SearchSpec(_Frozen):
     def _check(self) -> SearchSpec:
         if self.budget_evals is None and self.budget_seconds is None:
             raise ValueError("budget_evals: set budget_evals and/or budget_seconds (value None)")
+        if self.swap is not None:  # settings only the whole-vector proposers read: refuse, not ignore
+            for name in WHOLE_VECTOR_FIELDS:
+                if name in self.model_fields_set:
+                    raise ValueError(
+                        f"{name}: applies to the whole-vector proposers; set search.swap: null to use them "
+                        f"(value {getattr(self, name)!r})"
+                    )
         return self
 
 

@@ -139,9 +139,20 @@ class SwapProposer:
             return None
         if self.config.slot_choice == "round_robin":
             self.next_slot = (slots[-1] + 1) % self.rank
+        if limit is not None:
+            slots = slots[:limit]  # at least one candidate a slot
         cap = self.call_size() if limit is None else max(1, limit // len(slots))
         tasks = tuple(SlotTask(slot=k, slot_gen=self.gen[k], block=self._block(k, cap)) for k in slots)
         return SwapTask(layer=self.layer, slots=tasks, mode=self.config.mode, top_k=self.config.top_k)
+
+    def give_back(self, task: SwapTask) -> None:
+        """A call that was lost for good: its range blocks count as not handed out (screened later)."""
+        for st in task.slots:
+            k = st.slot
+            if st.block.kind == "range" and k < self.rank and st.slot_gen == self.gen[k]:
+                self.handed[k] = max(0, self.handed[k] - st.block.count)
+                if self.cursor[k] == (st.block.start + st.block.count) % self.space:
+                    self.cursor[k] = st.block.start  # the latest block: rewind over it
 
     # ---- tell --------------------------------------------------------------------------------------------
     def tell(self, result: SwapResult, accepted: Sequence[bool]) -> None:
@@ -173,10 +184,13 @@ class SwapProposer:
         for name in ("gen", "cursor", "handed", "fails"):
             v = state.get(name)
             if not (isinstance(v, list) and len(v) == self.rank and all(_nonneg_int(x) for x in v)):
-                raise SpecError(f"swap proposer state.{name}: expected {self.rank} non-negative integers")
+                raise SpecError(
+                    f"swap proposer state.{name}: expected {self.rank} integers >= 0, got {str(v)[:80]}"
+                )
             lists[name] = [int(x) for x in v]
         if any(c >= self.space for c in lists["cursor"]):
-            raise SpecError(f"swap proposer state.cursor: a value is outside [0, 2**{self.seed_bits})")
+            bad = max(lists["cursor"])
+            raise SpecError(f"swap proposer state.cursor: {bad} is outside [0, 2**{self.seed_bits})")
         scalars = {}
         for name in ("calls", "next_slot", "screened", "verified"):
             if not _nonneg_int(state.get(name)):

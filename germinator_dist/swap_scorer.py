@@ -1,11 +1,13 @@
 """Swap candidates for one component slot of one layer: gradient screen, then loss verification.
 
-For layer l and a snapshot, ``G = dL/dW_l`` on the fitness batch is computed once (one backward pass
-through the layers after l; with experts, summed over the routing groups, since a swapped slot's expert
-entries start at zero and its new component then adds the same term to every group). A candidate seed s
-for slot k adds ``alpha c lam_k Phi_s`` to W with ``Phi_s = F1 * a1 b1^T + F2 * a2 b2^T``, so
+For layer l and a snapshot, ``G = dL/dW_l`` on the fitness batch is computed once at the incumbent (one
+backward pass through the layers after l; with experts, summed over the routing groups, since a swapped
+slot's expert entries start at zero and its new component then adds the same term to every group). A
+candidate seed s for slot k adds ``alpha c lam_k Phi_s`` to W with ``Phi_s = F1 * a1 b1^T + F2 * a2 b2^T``,
+so to first order around the incumbent
 
-    dL/dlam_k at lam_k = 0  =  alpha c <G, Phi_s>  =  alpha c (a1^T (G * F1) b1 + a2^T (G * F2) b2)
+    d/dt L(W + t alpha c Phi_s) at t = 0  =  alpha c <G, Phi_s>
+                                          =  alpha c (a1^T (G * F1) b1 + a2^T (G * F2) b2)
 
 and one matrix product per factor scores a whole batch of candidates (their vectors stacked), with no
 forward pass each. The top K by ``|score|`` are then verified on the fitness loss with slot k replaced and

@@ -203,6 +203,8 @@ class ScaleTrainer:
             old = self._gens[k]
             whole = k in self._force or old is None or old[r:] != e.generations[r:]
             slots = [] if whole else [j for j in range(r) if old[j] != e.generations[j]]
+            if slots and not self._floats_kept(k, e, slots):  # a whole-vector commit brought floats too
+                whole, slots = True, []
             if whole:
                 if tuple(e.seeds) != layer.get_seeds():
                     layer.set_seeds(e.seeds)
@@ -219,23 +221,45 @@ class ScaleTrainer:
         self._force.clear()
         return changed
 
+    def _floats_kept(self, k: int, e, slots: list[int]) -> bool:
+        """Whether row ``e`` holds, outside ``slots``, the floats the table had when we last saw it (a swap
+        changes only its slot's floats; a whole-vector seed commit may bring floats of its own)."""
+        known = self._table_floats[k]
+        if known is None or len(known) != len(e.floats):
+            return False
+        r = self.model.layers[k].rank
+        own = {i for j in slots for i in range(2 + j, len(known), r)}  # g[j] and its expert entries
+        return all(a == b for i, (a, b) in enumerate(zip(known, e.floats)) if i not in own)
+
     def _load_slots(self, k: int, e, slots: list[int]) -> None:
-        """Take component ``slots`` of layer k from the table row ``e`` (swapped there) and reset their
-        optimizer moments; everything else of the layer stays as trained here."""
+        """Take component ``slots`` of layer k from the table row ``e`` (swapped there) and restart their
+        optimizer moments: first moment 0, second moment the mean of the layer's other entries (a zero
+        second moment would make the slot's first steps many times the learning rate); everything else of
+        the layer stays as trained here."""
         layer, r = self.model.layers[k], self.model.layers[k].rank
         seeds = list(layer.get_seeds())
+        dropped = [seeds[j] for j in slots]
         for j in slots:
             seeds[j] = e.seeds[j]
         layer.set_seeds(seeds)  # the generated tensors of kept components stay in the cache
+        if layer.cache is not None:  # forget the swapped-out components
+            for key in [key for key in layer.cache if key[0] == "comp" and key[1] in dropped]:
+                del layer.cache[key]
         experts = torch.tensor(e.floats[2 + r :], dtype=torch.float32).reshape(-1, r)  # (sum e, r)
         with torch.no_grad():
             for j in slots:
                 layer.g[j] = e.floats[2 + j]
                 layer.experts[:, j] = experts[:, j].to(layer.experts.device)
+        others = [j for j in range(r) if j not in slots]
         for p in (layer.g, layer.experts):
-            for value in self.optimizer.state.get(p, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == p.shape:
-                    value[..., slots] = 0  # (r,) or (sum e, r): the slots' columns
+            for name, value in self.optimizer.state.get(p, {}).items():
+                if not isinstance(value, torch.Tensor) or value.shape != p.shape:
+                    continue
+                if "sq" in name and others:  # (r,) or (sum e, r): the slots' columns
+                    value[..., slots] = value[..., others].mean()
+                else:
+                    value[..., slots] = 0
+        self._table_floats[k] = tuple(e.floats)
         self.slot_reloads += len(slots)
 
     def published(self, layer: int, new_version: int) -> None:

@@ -198,6 +198,9 @@ def test_out_of_range_candidate_is_refused_before_anything_runs(digits):
         ev.evaluate(0, [good, good[:2] + (1 << 16,) + good[3:]])
     with pytest.raises(SpecError, match="seeds.c1: component seed"):
         ev.evaluate(0, [good, (good[0], good[0]) + good[2:]])
+    other = (good[0] + 1, *good[1:])  # a valid candidate before a bad one: the layer must not keep it
+    with pytest.raises(SpecError, match="seeds.c1: component seed"):
+        ev.evaluate(0, [other, (good[0], good[0]) + good[2:]])
     assert ev.model.layers[0].get_seeds() == good and ev._tensor_bytes == 0
 
 

@@ -551,14 +551,16 @@ def test_jobspec_slots_are_checked_against_the_layer_rank():
     from germinator_dist.jobspec import _proposer_fields, parse_job_spec
 
     with pytest.raises(SpecError, match=r"^search\.slots: slot 40 is outside \[0, 36\) for rank 32$"):
-        parse_job_spec({"mode": "search", "model": {"rank": 32}, "search": {"slots": [0, 40]}})
+        parse_job_spec({"mode": "search", "model": {"rank": 32}, "search": {"slots": [0, 40], "swap": None}})
     with pytest.raises(SpecError, match=r"^search\.slots: slot 2 is named twice"):
-        parse_job_spec({"mode": "search", "search": {"slots": [2, 2]}})
+        parse_job_spec({"mode": "search", "search": {"slots": [2, 2], "swap": None}})
     with pytest.raises(SpecError, match=r"^model\.rank=300: 300 components need distinct seeds"):
         parse_job_spec({"mode": "search", "model": {"rank": 300, "seed_bits": 8}})
     with pytest.raises(SpecError, match=r"^search\.options\.rank: set by the spec"):
-        parse_job_spec({"mode": "search", "search": {"options": {"rank": 3}}})
-    spec = parse_job_spec({"mode": "search", "model": {"rank": 32}, "search": {"slots": [35, 0, 33]}})
+        parse_job_spec({"mode": "search", "search": {"options": {"rank": 3}, "swap": None}})
+    spec = parse_job_spec(
+        {"mode": "search", "model": {"rank": 32}, "search": {"slots": [35, 0, 33], "swap": None}}
+    )
     fields = _proposer_fields(spec, None)
     assert fields["slots"] == (0, 33, 35) and fields["rank"] == 32 and len(fields["incumbent_seeds"]) == 36
     assert duplicate_component(fields["incumbent_seeds"]) is None
@@ -568,6 +570,8 @@ def test_jobspec_slots_are_checked_against_the_layer_rank():
     assert fields["incumbent_seeds"] == row and fields["layer"] == 2
     p = make_proposer(spec.search.proposer, incumbent_loss=1.0, **fields)
     assert p.rank == 32 and p.slots == (0, 33, 35) and p.layer == 2
+    with pytest.raises(SpecError, match=r"^search: refit_steps: applies to the whole-vector proposers"):
+        parse_job_spec({"mode": "search", "search": {"refit_steps": 10}})  # the swap search would ignore it
     with pytest.raises(
         SpecError, match=r"^search\.slots: slot 35 is outside \[0, 20\) for layer 2 \(rank 16\)$"
     ):

@@ -275,8 +275,14 @@ def test_a_swapped_slot_is_loaded_alone_with_fresh_moments_and_kept_by_the_publi
     got = layer.get_floats()
     assert got[:5] == ours[:5] and got[6:] == ours[6:]  # alpha, beta and every other slot: still ours
     state = trainer.optimizer.state[layer.g]
-    assert float(state["exp_avg"][3]) == 0.0 and float(state["exp_avg_sq"][3]) == 0.0
+    others = [0, 1, 2, *range(4, layer.rank)]
+    assert float(state["exp_avg"][3]) == 0.0  # a fresh first moment ...
+    # ... and the peers' mean second moment: a zero one would make the next steps many times lr
+    assert float(state["exp_avg_sq"][3]) == pytest.approx(float(state["exp_avg_sq"][others].mean()))
     assert float(state["exp_avg"].abs().sum()) > 0  # the other slots keep their moments
+    g_before = float(layer.g[3])
+    trainer.train(1)
+    assert abs(float(layer.g[3]) - g_before) <= 3 * trainer.config.lr  # no oversized first step
     trainer.train(3)
     assert trainer.proposals()[0].gens == table.rows[0].gens  # trained against the swapped slot now
 
