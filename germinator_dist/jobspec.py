@@ -100,8 +100,9 @@ class SearchSpec(_Frozen):
         if self.budget_evals is None and self.budget_seconds is None:
             raise ValueError("budget_evals: set budget_evals and/or budget_seconds (value None)")
         if self.swap is not None:  # settings only the whole-vector proposers read: refuse, not ignore
-            for name in WHOLE_VECTOR_FIELDS:
-                if name in self.model_fields_set:
+            for name in WHOLE_VECTOR_FIELDS:  # a stored spec carries every field: compare with the default
+                default = type(self).model_fields[name].get_default(call_default_factory=True)
+                if name in self.model_fields_set and getattr(self, name) != default:
                     raise ValueError(
                         f"{name}: applies to the whole-vector proposers; set search.swap: null to use them "
                         f"(value {getattr(self, name)!r})"

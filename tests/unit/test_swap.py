@@ -185,3 +185,10 @@ def test_proposer_calls_are_cut_to_a_budget_limit():
     assert prop.ask(e, limit=0) is None
     loss = SwapProposer(SwapConfig(mode="loss", top_k=3), layer=0, rank=4, seed_bits=16)
     assert loss.call_size() == 3 and loss.ask(e).slots[0].block.kind == "draw"
+
+
+def test_a_stored_spec_round_trips_with_the_swap_search_on():
+    from germinator_dist.jobspec import JobSpec, parse_job_spec
+
+    spec = parse_job_spec({"mode": "hybrid", "search": {"swap": {"candidates": 64}}})
+    assert JobSpec.model_validate_json(spec.model_dump_json()) == spec  # every field set, all defaults
