@@ -90,6 +90,7 @@ class SearchDriver:
         self.layers = list(spec.search.layers) if spec.search.layers is not None else list(range(n))
         self.proposers = {k: self._make_proposer(k, snap) for k in self.layers}
         self.swappers = self._make_swappers(snap) if spec.search.swap is not None else {}
+        self._busy_slots: dict[int, set[int]] = {k: set() for k in self.swappers}  # slots with a call out
         self._rr = itertools.cycle(self.layers)
         self._layer = next(self._rr)
         self._calls_on_layer = 0
@@ -187,8 +188,9 @@ class SearchDriver:
             task = None
             for _ in range(len(self.layers)):
                 k = self._next_layer()
-                swap = self.swappers[k].ask(snap.layers[k], limit=size)
+                swap = self.swappers[k].ask(snap.layers[k], limit=size, busy=self._busy_slots[k])
                 if swap is not None:
+                    self._busy_slots[k].update(st.slot for st in swap.slots)
                     bits = self.spec.model.seed_bits
                     task = Task(next(self._task_ids), k, (), snap, swap=swap, seed_bits=bits)
                     break
@@ -262,6 +264,7 @@ class SearchDriver:
                     self.proposers[task.layer].discard(c)
                 if task.swap is not None:  # its ranges were never screened: hand them out again
                     self.swappers[task.layer].give_back(task.swap)
+                    self._busy_slots[task.layer].difference_update(st.slot for st in task.swap.slots)
             log.warning("batch %d on %s failed: %s", task.id, done.worker, done.error)
             return snap
         if task.swap is not None:
@@ -323,6 +326,7 @@ class SearchDriver:
         """Commit every slot's verified swap (each judged by the table against its own slot's generation),
         tell the layer's swap proposer what was accepted."""
         task, res = done.task, done.result
+        self._busy_slots[task.layer].difference_update(st.slot for st in task.swap.slots)
         self._outstanding -= task.size
         self._count(evaluations=task.size)  # the candidates the call considered (the budget's unit)
         self.stats.screened += sum(sw.screened for sw in res.swaps)

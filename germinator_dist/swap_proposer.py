@@ -125,16 +125,17 @@ class SwapProposer:
         self.handed[k] += count
         return CandidateBlock(kind="draw", start=key, count=count)
 
-    def ask(self, entry: LayerEntry, limit: int | None = None) -> SwapTask | None:
+    def ask(self, entry: LayerEntry, limit: int | None = None, busy=()) -> SwapTask | None:
         """The next swap call for this layer against ``entry`` (the snapshot's row), considering at most
-        ``limit`` candidates (a budget's remainder), or None when every slot's seed space is screened at
-        its current generation (or ``limit`` < 1)."""
+        ``limit`` candidates (a budget's remainder) and skipping the ``busy`` slots (calls in flight on
+        them: a second call on the same slot would go stale as soon as the first swap is accepted). None
+        when every free slot's seed space is screened at its current generation (or ``limit`` < 1)."""
         if limit is not None and limit < 1:
             return None
         if entry.rank != self.rank:
             raise SpecError(f"layer {self.layer}: the proposer has rank {self.rank}, the row {entry.rank}")
         self._sync(entry)
-        slots = self._order(entry)[: self.config.slots_per_call]
+        slots = [k for k in self._order(entry) if k not in busy][: self.config.slots_per_call]
         if not slots:
             return None
         if self.config.slot_choice == "round_robin":

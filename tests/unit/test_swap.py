@@ -192,3 +192,11 @@ def test_a_stored_spec_round_trips_with_the_swap_search_on():
 
     spec = parse_job_spec({"mode": "hybrid", "search": {"swap": {"candidates": 64}}})
     assert JobSpec.model_validate_json(spec.model_dump_json()) == spec  # every field set, all defaults
+
+
+def test_proposer_skips_slots_with_a_call_in_flight():
+    prop = SwapProposer(SwapConfig(candidates=64), layer=0, rank=4, seed_bits=16)
+    e = entry(4, (1.0, 0.1, 2.0, 3.0))
+    assert prop.ask(e).slots[0].slot == 1  # the weakest
+    assert prop.ask(e, busy={1}).slots[0].slot == 0  # the next weakest while slot 1 has a call out
+    assert prop.ask(e, busy={0, 1, 2, 3}) is None
