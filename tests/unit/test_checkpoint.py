@@ -277,3 +277,18 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.json"]
     assert load_checkpoint(path).get_seeds() == old.get_seeds()
+
+
+def test_an_lm_checkpoint_generates_text_and_a_classifier_is_refused(tmp_path):
+    from germinator_dist.errors import SpecError
+    from germinator_dist.evaluate import generate_text
+
+    lm = ModelSpec(kind="lm", d_model=16, d_ff=16, n_blocks=1, context=8, rank=4, vocab_size=256)
+    save_checkpoint(build_model(lm), tmp_path / "lm.json")
+    text = generate_text(tmp_path / "lm.json", "def ", 12, 1.0, seed=3)
+    assert text.startswith("def ") and len(text.encode("utf-8", errors="replace")) >= 4
+    assert text == generate_text(tmp_path / "lm.json", "def ", 12, 1.0, seed=3)  # seeded sampling
+    mlp = ModelSpec(hidden=(8,), rank=2, input_dim=4, num_classes=3)
+    save_checkpoint(build_model(mlp), tmp_path / "mlp.json")
+    with pytest.raises(SpecError, match="generate needs a language model"):
+        generate_text(tmp_path / "mlp.json", "x", 4, 1.0, seed=0)
