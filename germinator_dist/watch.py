@@ -16,20 +16,27 @@ def render(doc: dict) -> Table:
     t = Table(title=f"job {doc['job_id']}  [{doc['state']}]  best loss {best}", title_justify="left")
     swap = doc.get("swaps") is not None
     cols = ["evaluations", "evals/s", "accepted", "stale", "workers", "per call", "trainer"]
-    cols += ["swaps", "screened/s", "gain (nats)"] if swap else []
+    if swap:  # candidates considered, swaps accepted, candidates screened per second, fitness loss gained
+        cols = ["candidates", "per s", "swaps", "stale", "workers", "trainer", "screened/s", "gain"]
     for col in cols:
         t.add_column(col, justify="right")
-    extra = [str(doc["swaps"]), f"{doc['screened_per_s']:.0f}", f"{doc['swap_gain']:.4f}"] if swap else []
-    t.add_row(
-        str(doc["evaluations"]),
-        f"{doc['evals_per_s']:.1f}",
-        str(doc["accepted"]),
-        str(doc["stale"]),
-        f"{doc['workers_live']}/{doc['workers_desired']}",
-        "-" if doc.get("candidates_per_call") is None else str(doc["candidates_per_call"]),
-        "yes" if doc["trainer"] else "no",
-        *extra,
-    )
+    workers = f"{doc['workers_live']}/{doc['workers_desired']}"
+    trainer = "yes" if doc["trainer"] else "no"
+    if swap:
+        t.add_row(
+            str(doc["evaluations"]), f"{doc['evals_per_s']:.0f}", str(doc["swaps"]), str(doc["stale"]),
+            workers, trainer, f"{doc['screened_per_s']:.0f}", f"{doc['swap_gain']:.3f}",
+        )  # fmt: skip
+    else:
+        t.add_row(
+            str(doc["evaluations"]),
+            f"{doc['evals_per_s']:.1f}",
+            str(doc["accepted"]),
+            str(doc["stale"]),
+            workers,
+            "-" if doc.get("candidates_per_call") is None else str(doc["candidates_per_call"]),
+            trainer,
+        )
     layers = Table(show_header=True)
     for col in ("layer", "loss", "version", "last writer"):
         layers.add_column(col, justify="right")
