@@ -75,7 +75,7 @@ from germinator_dist.data import load_digits_dataset  # noqa: E402
 from germinator_dist.driver import SearchDriver  # noqa: E402
 from germinator_dist.evaluator import LayerEvaluator  # noqa: E402
 from germinator_dist.jobs import create_job, fitness_batch  # noqa: E402
-from germinator_dist.jobspec import JobSpec, SearchSpec, WorkersSpec, _proposer_fields  # noqa: E402
+from germinator_dist.jobspec import FitnessSpec, JobSpec, SearchSpec, WorkersSpec, _proposer_fields  # noqa: E402
 from germinator_dist.pool import Completion, PoolStatus, Task  # noqa: E402
 from germinator_dist.proposers import make_proposer  # noqa: E402
 from germinator_dist.records import EvalResult, JobState  # noqa: E402
@@ -104,7 +104,8 @@ def make_spec(job: str, workers: int, seconds: float, cands: int | str) -> JobSp
         budget_seconds=seconds,
     )
     workers_spec = WorkersSpec(count=workers, max=max(64, workers))
-    return JobSpec(job=job, mode="search", model=model, search=search, workers=workers_spec)
+    fitness = FitnessSpec(split="train")  # 1024 training rows: the objective of every earlier run
+    return JobSpec(job=job, mode="search", model=model, fitness=fitness, search=search, workers=workers_spec)
 
 
 def ask_candidates(spec: JobSpec, snap, n: int, rng_seed: int = 1) -> list[tuple[int, ...]]:
@@ -282,7 +283,12 @@ def _tune_trial(config, spec_json, inputs, targets, snap_json, compiled):
         batch = Batch(torch.from_numpy(np.array(inputs)), torch.from_numpy(np.array(targets)))
         cache.ev = _LE(_MS.model_validate_json(spec_json), batch)
         cache.ev.load_snapshot(snap.seeds(), snap.floats(), snap.versions)
-    seeds = [int(config[f"s{i}"]) for i in range(8)]
+    from germinator_dist.records import duplicate_component
+
+    seeds = [int(config[f"s{i}"]) for i in range(len(config))]  # the layer's rank + 4 seeds
+    if duplicate_component(seeds) is not None:  # independent draws may repeat a component: infeasible
+        _tune.report({"loss": float("inf"), "t_end": time.time()})
+        return
     res = cache.ev.evaluate(LAYER, [seeds])
     _tune.report({"loss": res.losses[0], "t_end": time.time()})
 
@@ -298,7 +304,8 @@ def ray_tune(spec: JobSpec, batch, snap, trials: int, reuse: bool) -> tuple[floa
     if __name__ != "__main__":  # imported (e.g. as bench_search): ship the trial function by value
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-    space = {f"s{i}": tune.randint(0, 2**spec.model.seed_bits) for i in range(8)}
+    n_seeds = len(snap.layers[LAYER].seeds)
+    space = {f"s{i}": tune.randint(0, 2**spec.model.seed_bits) for i in range(n_seeds)}
     points = [{f"s{i}": int(v) for i, v in enumerate(snap.layers[LAYER].seeds)}]
     alg = NevergradSearch(
         optimizer=ng.optimizers.DiscreteOnePlusOne,
