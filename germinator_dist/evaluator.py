@@ -315,30 +315,37 @@ class LayerEvaluator:
         return self._swap[key]
 
     def _loss_with(self, k: int, fixed: FixedTensors):
-        """``loss_with(slot, seed, comp, g_scaled)`` for layer k (see SwapScorer): on a classifier stage the
-        incumbent's W less slot k's term plus the candidate's (one (out, in) pass and the later layers);
-        elsewhere the layer's own forward with the slot's seed and floats set."""
+        """``loss_with(slot, seed, comp, g_scaled)`` for layer k (see SwapScorer). On a classifier stage the
+        layer's output is linear in the slot's scalar: ``x W_without^T + beta b`` is kept per slot and
+        ``x Phi^T`` per candidate, so each point of the line search costs one (B, out) add and the later
+        layers. Elsewhere the layer's own forward with the slot's seed and floats set."""
         layer = self.model.layers[k]
         scorer = self._scorer(k)
         seeds = layer.get_seeds()
         if scorer is not None:
-            phi_buf, w_buf = torch.empty_like(fixed.f1), torch.empty_like(fixed.f1)
+            phi_buf = torch.empty_like(fixed.f1)  # (out, in)
+            xphi_buf = torch.empty_like(scorer.scratch["y"])  # (B, out)
             lam = scorer.lam  # (r,) alpha c g
+            bias = scorer._bias(seeds[-1], True)  # (out,) beta b of the incumbent
+            memo: list = [None, None]  # (slot, seed) -> x Phi^T of the candidate last verified
 
-            def without(slot: int) -> torch.Tensor:  # W less the slot's component: one slot kept per layer
+            def without(slot: int) -> torch.Tensor:  # x W^T + beta b with the slot's term removed
                 kept = self._swap.get((k, "w0"))
                 if kept is None or kept[0] != slot:
                     old = self._component(k, seeds[slot])
                     phi_old = component_phi(fixed.f1, fixed.f2, old)  # (out, in)
-                    kept = (slot, scorer.incumbent_weight() - float(lam[slot]) * phi_old)
+                    w0 = scorer.incumbent_weight() - float(lam[slot]) * phi_old  # (out, in)
+                    kept = (slot, torch.addmm(bias, scorer.x, w0.T))  # (B, out)
                     self._swap[(k, "w0")] = kept
                 return kept[1]
 
             def fast(slot: int, seed: int, comp, g_scaled: float) -> float:
                 with torch.no_grad():
-                    phi = component_phi(fixed.f1, fixed.f2, comp, out=phi_buf)  # (out, in)
-                    w = torch.add(without(slot), phi, alpha=g_scaled, out=w_buf)
-                    loss = float(scorer.loss_of_weight(w))
+                    if memo[0] != (slot, seed):
+                        phi = component_phi(fixed.f1, fixed.f2, comp, out=phi_buf)  # (out, in)
+                        memo[0], memo[1] = (slot, seed), torch.mm(scorer.x, phi.T, out=xphi_buf)  # (B, out)
+                    y = torch.add(without(slot), memo[1], alpha=g_scaled, out=scorer.scratch["y"])
+                    loss = float(scorer.loss(scorer.finish(y), scorer.targets))
                 return loss if math.isfinite(loss) else math.inf
 
             return fast
