@@ -326,7 +326,6 @@ class LayerEvaluator:
             phi_buf = torch.empty_like(fixed.f1)  # (out, in)
             xphi_buf = torch.empty_like(scorer.scratch["y"])  # (B, out)
             lam = scorer.lam  # (r,) alpha c g
-            bias = scorer._bias(seeds[-1], True)  # (out,) beta b of the incumbent
             memo: list = [None, None]  # (slot, seed) -> x Phi^T of the candidate last verified
 
             def without(slot: int) -> torch.Tensor:  # x W^T + beta b with the slot's term removed
@@ -335,7 +334,7 @@ class LayerEvaluator:
                     old = self._component(k, seeds[slot])
                     phi_old = component_phi(fixed.f1, fixed.f2, old)  # (out, in)
                     w0 = scorer.incumbent_weight() - float(lam[slot]) * phi_old  # (out, in)
-                    kept = (slot, torch.addmm(bias, scorer.x, w0.T))  # (B, out)
+                    kept = (slot, scorer.output_of_weight(w0))  # (B, out)
                     self._swap[(k, "w0")] = kept
                 return kept[1]
 
@@ -345,7 +344,7 @@ class LayerEvaluator:
                         phi = component_phi(fixed.f1, fixed.f2, comp, out=phi_buf)  # (out, in)
                         memo[0], memo[1] = (slot, seed), torch.mm(scorer.x, phi.T, out=xphi_buf)  # (B, out)
                     y = torch.add(without(slot), memo[1], alpha=g_scaled, out=scorer.scratch["y"])
-                    loss = float(scorer.loss(scorer.finish(y), scorer.targets))
+                    loss = float(scorer.loss_of_output(y))
                 return loss if math.isfinite(loss) else math.inf
 
             return fast

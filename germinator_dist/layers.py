@@ -150,10 +150,6 @@ class SeedLinear(nn.Module):
     def component_seeds(self) -> tuple[int, ...]:
         return self.get_seeds()[: self.rank]
 
-    def layer_seeds(self) -> dict[str, int]:
-        """The four layer seeds by name (mask, scale, shift, bias)."""
-        return dict(zip(LAYER_SEED_NAMES, self.get_seeds()[self.rank :]))
-
     def check_seeds(self, seeds) -> tuple[int, ...]:
         """``seeds`` as checked ints. Raises SpecError on a wrong count, an out-of-range seed or a component
         seed held twice (naming the slot)."""

@@ -129,17 +129,17 @@ class StageScorer:
         make = lambda o: torch.mul(self.tensors("bias", seed), self.beta, out=o)  # noqa: E731
         return self._part(("b", seed), keep, make)  # (out,)
 
-    def finish(self, y: torch.Tensor) -> torch.Tensor:
-        """The later layers on this layer's output y (B, out) -> logits, into the scorer's buffers."""
+    def loss_of_output(self, y: torch.Tensor) -> torch.Tensor:
+        """The loss (0-dim) from this layer's output y (B, out): the later layers run in the scorer's
+        buffers and the activation is applied to ``y`` in place, so ``y`` must be a buffer of the caller's."""
         for w_j, b_j, buf in self.later:
             y = torch.addmm(b_j, self.act_(y), w_j.T, out=buf)  # (B, out_j)
-        return y
+        return self.loss(y, self.targets)
 
-    def loss_of_weight(self, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """The loss with this layer's finished weight replaced by ``w`` (out, in); 0-dim tensor."""
-        bias = self._bias(self.incumbent[-1], True) if bias is None else bias
-        y = torch.addmm(bias, self.x, w.T, out=self.scratch["y"])  # (B, out)
-        return self.loss(self.finish(y), self.targets)
+    def output_of_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """``x w^T + beta b`` (B, out) with the incumbent's bias, a new tensor: the layer's output for a
+        finished weight ``w`` (out, in)."""
+        return torch.addmm(self._bias(self.incumbent[-1], True), self.x, w.T)
 
     def incumbent_weight(self) -> torch.Tensor:
         """The incumbent's finished W (out, in), kept for the snapshot."""
@@ -163,6 +163,6 @@ class StageScorer:
                 else:
                     w = self._w(s, self.scratch["w"])  # (out, in)
                     y = torch.addmm(bias, self.x, w.T, out=y_buf)  # (B, out)
-                values.append(self.loss(self.finish(y), self.targets))
+                values.append(self.loss_of_output(y))
             out = torch.stack(values).tolist() if values else []
         return [v if math.isfinite(v) else math.inf for v in out]
