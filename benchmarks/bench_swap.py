@@ -41,6 +41,7 @@ import sys
 import time
 import warnings
 
+import numpy as np
 import torch
 from bench_search import FirstN, run_driver, schedstat, timed  # sets Ray's environment (before ray)
 from local_redis import local_redis, redis_url
@@ -99,10 +100,10 @@ class LayerBench:
         fn()
         return time.perf_counter() - t
 
-    def fresh_range(self, n: int) -> list[int]:
+    def fresh_range(self, n: int) -> np.ndarray:  # (n,) int64, as the worker's candidate blocks expand
         start = self.cursor
         self.cursor = (self.cursor + n) % ((1 << BITS) - n)
-        return list(range(start, start + n))
+        return np.arange(start, start + n, dtype=np.int64)
 
     def screen(self) -> int:  # row 1: generation + products
         self.sw.screen(self.fresh_range(N))

@@ -26,6 +26,7 @@ import math
 import time
 from collections import OrderedDict
 
+import numpy as np
 import torch
 
 from germinator_dist.errors import SpecError
@@ -395,19 +396,19 @@ class LayerEvaluator:
         out = []
         try:
             for st in task.slots:
-                cands = [c for c in dict.fromkeys(expand_block(st.block, seed_bits)) if c not in held]
-                if cands and max(cands) >> layer.seed_bits:
+                cands = _fresh(expand_block(st.block, seed_bits), held)  # (N,) int64
+                if len(cands) and int(cands.max()) >> layer.seed_bits:
                     raise SpecError(
-                        f"slots[{st.slot}].block: a candidate seed {max(cands)} is outside "
+                        f"slots[{st.slot}].block: a candidate seed {int(cands.max())} is outside "
                         f"[0, 2**{layer.seed_bits}) for layer {k}"
                     )
-                if task.mode == "screen" and cands:
+                if task.mode == "screen" and len(cands):
                     scores = sw.screen(cands)  # (N,)
                     top = scores.abs().topk(min(task.top_k, len(cands))).indices.tolist()
                     # dL/dg_k = alpha c score: search the descent direction (alpha may be negative)
-                    picks = [(cands[j], (-1.0 if float(scores[j]) * sw.scale > 0 else 1.0,)) for j in top]
+                    picks = [(int(cands[j]), (-1.0 if float(scores[j]) * sw.scale > 0 else 1.0,)) for j in top]
                 else:
-                    picks = [(c, (1.0, -1.0)) for c in cands[: task.top_k]]
+                    picks = [(int(c), (1.0, -1.0)) for c in cands[: task.top_k]]
                 comps = layer.make_components([c for c, _ in picks], self.device) if picks else {}
                 best_loss, best_seed, best_g = inc_loss, None, 0.0
                 for seed, signs in picks:
@@ -472,3 +473,10 @@ class TensorLRU(OrderedDict):
         while self.nbytes > self.budget and self:
             _, value = self.popitem(last=False)
             self.nbytes -= self._size(value)
+
+
+def _fresh(seeds: np.ndarray, held: set[int]) -> np.ndarray:
+    """``seeds`` (N,) without repeats (first occurrence kept, order kept) and without the ``held`` ones."""
+    _, first = np.unique(seeds, return_index=True)
+    out = seeds[np.sort(first)]
+    return out[~np.isin(out, np.fromiter(held, dtype=np.int64, count=len(held)))]

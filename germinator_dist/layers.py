@@ -249,7 +249,7 @@ class SeedLinear(nn.Module):
     def component_batch(self, seeds, device, dtype=torch.float32):
         """a1 (N, out), b1 (N, in), a2 (N, out), b2 (N, in) of N candidate component seeds (a screen)."""
         return prng.components(
-            [int(s) for s in seeds], self.stream, self.out_features, self.in_features, self.int_dtype,
+            seeds, self.stream, self.out_features, self.in_features, self.int_dtype,
             dtype=dtype, device=device,
         )  # fmt: skip
 

@@ -62,7 +62,7 @@ def _words(cols) -> torch.Tensor:
     # uint32 words stored in int32 (two's complement; viewing them as bytes gives little-endian order).
     # Each column is narrowed before the stack, written as arithmetic rather than a plain cast: the
     # compiled kernel then writes the (N, 4) int32 output in one pass (measured 3-7x faster).
-    return torch.stack([(w - ((w >> 31) << 32)).to(torch.int32) for w in cols], dim=1)  # (N, 4) int32
+    return torch.stack([(w - ((w >> 31) << 32)).to(torch.int32) for w in cols], dim=-1)  # (..., 4) int32
 
 
 def _philox_rounds(c0, c1, c2, c3, k0, k1, rounds: int = 10) -> torch.Tensor:
@@ -80,6 +80,13 @@ def _stream_cols(idx, role, stream, k0, k1):
 def _block_words(idx, role, stream, k0, k1) -> torch.Tensor:
     """Blocks for block indices ``idx`` (N,) of one stream: int32 words (N, 4)."""
     return _words(_stream_cols(idx, role, stream, k0, k1))
+
+
+def _grid_words(idx, role, stream, k0, k1) -> torch.Tensor:
+    """Blocks of N keys x P counters, broadcast inside the kernel: ``idx``, ``role`` (1, P) (block index and
+    role of each counter), ``stream`` 0-dim, ``k0``, ``k1`` (N, 1). Returns int32 words (N, P, 4)."""
+    zero = torch.zeros_like(k0)  # (N, 1): block indices stay below 2**32, so the counter's high word is 0
+    return _words(_rounds(idx + zero, zero + (idx >> 32), role + zero, stream + zero, k0, k1))
 
 
 # The fused mask kernel below gives exactly what the 16-bit view of ``_block_words`` gives (little-endian:
@@ -167,7 +174,9 @@ def philox4x32(counter: torch.Tensor, key: torch.Tensor, rounds: int = 10) -> to
 
 def check_seed(seed: int, seed_bits: int = MAX_SEED_BITS, field: str = "seed") -> int:
     """Return ``seed`` as an int; raise SpecError naming ``field`` if outside [0, 2**seed_bits)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, (bool, np.bool_)):
+        raise SpecError(f"{field}: seed must be an integer, got {seed!r}")
+    if not isinstance(seed, int):
         try:
             as_int = int(seed)
         except (TypeError, ValueError):
@@ -424,6 +433,43 @@ def bernoulli_masks(requests, p: float, *, dtype=torch.float32, device=None) -> 
 COMPONENT_ROLES = (1, 2, 3, 4)  # a1 (out), b1 (in), a2 (out), b2 (in)
 
 
+def seed_array(seeds) -> np.ndarray:
+    """``seeds`` (a sequence of ints, an integer NumPy array or tensor) as int64 (N,), each checked in
+    [0, 2**63). Raises SpecError naming the first bad seed (a bool, a non-integer, out of range)."""
+    if isinstance(seeds, (np.ndarray, torch.Tensor)):
+        arr = seeds.detach().cpu().numpy() if isinstance(seeds, torch.Tensor) else seeds
+        if arr.ndim == 1 and arr.dtype.kind in "iu" and (arr.size == 0 or (arr.min() >= 0 and int(arr.max()) < 1 << 63)):
+            return arr.astype(np.int64, copy=False)
+        seeds = arr.tolist()
+    elif not isinstance(seeds, (list, tuple)):
+        seeds = list(seeds)
+    if set(map(type, seeds)) <= {int}:  # plain ints (no bools): one range check for all of them
+        try:
+            arr = np.array(seeds, dtype=np.int64)  # OverflowError past 2**63
+        except OverflowError:
+            arr = None
+        if arr is not None and (arr.size == 0 or arr.min() >= 0):
+            return arr
+    return np.array([check_seed(s) for s in seeds], dtype=np.uint64).astype(np.int64)  # raises on the bad one
+
+
+_COUNTERS: dict = {}
+
+
+def _component_counters(ca: int, cb: int, stream: int, device):
+    """Per-seed counter columns of a layer's components, blocks in the order a1, a2, b1, b2: block index
+    within its vector (1, P) and role (1, P), with the stream word (0-dim); cached per shape and device."""
+    key = (ca, cb, stream & _MASK32, str(device))
+    if key not in _COUNTERS:
+        idx = np.concatenate([np.arange(ca), np.arange(ca), np.arange(cb), np.arange(cb)]).astype(np.int64)
+        role = np.repeat(np.array([1, 3, 2, 4], dtype=np.int64), [ca, ca, cb, cb])
+        cols = (torch.from_numpy(idx)[None], torch.from_numpy(role)[None], torch.tensor(stream & _MASK32))
+        if len(_COUNTERS) >= 256:
+            _COUNTERS.clear()
+        _COUNTERS[key] = tuple(c.to(device) if device is not None else c for c in cols)
+    return _COUNTERS[key]
+
+
 def components(
     seeds, stream: int, out_features: int, in_features: int, int_dtype: str = "int8", *, dtype=torch.float32,
     device=None,
@@ -436,27 +482,18 @@ def components(
     """
     if int_dtype not in ("int8", "uint8"):
         raise SpecError(f"int_dtype: expected 'int8' or 'uint8', got {int_dtype!r}")
-    keys = np.array([check_seed(s) for s in seeds], dtype=np.uint64).astype(np.int64)  # (N,)
+    keys = seed_array(seeds)  # (N,) int64
     n = keys.shape[0]
     if n == 0:
         empty = lambda m: torch.empty(0, m, dtype=dtype, device=device)  # noqa: E731
         return empty(out_features), empty(in_features), empty(out_features), empty(in_features)
     ca, cb = -(-out_features // 16), -(-in_features // 16)  # blocks per a-vector, per b-vector
     per_seed = 2 * ca + 2 * cb
-    # per seed, blocks in the order a1, a2, b1, b2: block index within its vector, and its role
-    idx = np.concatenate([np.arange(ca), np.arange(ca), np.arange(cb), np.arange(cb)]).astype(np.int64)
-    role = np.repeat(np.array([1, 3, 2, 4], dtype=np.int64), [ca, ca, cb, cb])
-    cols = [
-        np.tile(idx, n),  # (N * per_seed,)
-        np.tile(role, n),
-        np.full(n * per_seed, stream & _MASK32, dtype=np.int64),
-        np.repeat(keys & _MASK32, per_seed),
-        np.repeat((keys >> 32) & _MASK32, per_seed),
-    ]
-    args = [torch.from_numpy(c) for c in cols]
+    idx, role, stream_t = _component_counters(ca, cb, stream, device)  # (1, P), (1, P), 0-dim
+    k = torch.from_numpy(keys).unsqueeze(1)  # (N, 1)
     if device is not None and torch.device(device).type != "cpu":
-        args = [t.to(device) for t in args]
-    words = _call(_block_words, n * per_seed, *args)  # (N * per_seed, 4) int32
+        k = k.to(device)
+    words = _call(_grid_words, n * per_seed, idx, role, stream_t, k & _MASK32, (k >> 32) & _MASK32)  # (N, P, 4)
     signed = int_dtype == "int8"
     raw = words.view(torch.int8 if signed else torch.uint8).reshape(n, 16 * per_seed)  # (N, bytes)
     vals = raw.to(dtype).mul_(1.0 / 128.0 if signed else 1.0 / 256.0)  # exact: powers of two

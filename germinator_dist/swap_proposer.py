@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from germinator_dist import prng
@@ -41,15 +42,15 @@ class SwapConfig(BaseModel):
     slots_per_call: int = Field(default=1, ge=1, le=64)
 
 
-def expand_block(block: CandidateBlock, seed_bits: int) -> list[int]:
-    """The candidate seeds a block stands for (see ``CandidateBlock``)."""
+def expand_block(block: CandidateBlock, seed_bits: int) -> np.ndarray:
+    """The candidate seeds a block stands for (see ``CandidateBlock``): int64 (N,)."""
     space = 1 << seed_bits
     if block.kind == "range":
         count = min(block.count, space)
-        return [(block.start + i) % space for i in range(count)]
+        return (np.arange(count, dtype=np.int64) + block.start % space) % space  # block.start < 2**63
     words = prng._random_words(block.start & ((1 << 63) - 1), DRAW_ROLE, 0, 0, 2 * block.count)  # (2N,)
-    vals = (words[0::2] | (words[1::2] << 32)) & (space - 1)
-    return [int(v) for v in vals.tolist()]
+    vals = (words[0::2] | (words[1::2] << 32)) & (space - 1)  # (N,) int64, below 2**63
+    return vals.numpy()
 
 
 class SwapProposer:

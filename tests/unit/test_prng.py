@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import numpy as np
 import torch
 
 from germinator_dist import prng
@@ -250,6 +251,34 @@ def test_components_bad_input_and_empty():
         prng.components([1], 0, 4, 4, "int4")
     shapes = [tuple(p.shape) for p in prng.components([], 0, 3, 5)]
     assert shapes == [(0, 3), (0, 5), (0, 3), (0, 5)]
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ([3, True], "seed must be an integer, got True"),
+        ([3, 1.5], "got 1.5"),
+        ([3, -2], "seed -2 is outside"),
+        ([3, 2**64], "seed 18446744073709551616 is outside"),
+        (np.array([3, -2]), "seed -2 is outside"),
+        (np.array([3, 2**63], dtype=np.uint64), "seed 9223372036854775808 is outside"),
+        (np.array([3.0, 4.0]), None),  # whole floats are accepted as their integers, as check_seed does
+    ],
+)
+def test_seed_array_checks_every_seed(bad, message):
+    if message is None:
+        assert prng.seed_array(bad).tolist() == [3, 4]
+        return
+    with pytest.raises(SpecError, match=message):
+        prng.seed_array(bad)
+
+
+def test_components_take_lists_arrays_and_tensors_alike():
+    seeds = COMPONENT_SEEDS
+    want = component_bytes(prng.components(list(seeds), 4, 10, 40))
+    for form in (tuple(seeds), np.array(seeds, dtype=np.int64), np.array(seeds, dtype=np.uint64),
+                 torch.tensor(seeds), (s for s in seeds)):
+        assert component_bytes(prng.components(form, 4, 10, 40)) == want
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")

@@ -147,7 +147,7 @@ def test_proposer_ranges_are_disjoint_per_slot_state_and_resume():
     for _ in range(3):  # the weakest slot (1) gets 256 values in ranges that never overlap
         task = prop.ask(e)
         assert task is not None and task.slots[0].slot == 1
-        seen += expand_block(task.slots[0].block, 8)
+        seen += expand_block(task.slots[0].block, 8).tolist()
         prop.tell(SwapResult(layer=0, versions=(), incumbent_loss=1.0, swaps=()), [])
         if len(seen) >= 256:
             break
