@@ -82,11 +82,15 @@ def _block_words(idx, role, stream, k0, k1) -> torch.Tensor:
     return _words(_stream_cols(idx, role, stream, k0, k1))
 
 
-def _grid_words(idx, role, stream, k0, k1) -> torch.Tensor:
+def _grid_words(idx, role, stream, keys) -> torch.Tensor:
     """Blocks of N keys x P counters, broadcast inside the kernel: ``idx``, ``role`` (1, P) (block index and
-    role of each counter), ``stream`` 0-dim, ``k0``, ``k1`` (N, 1). Returns int32 words (N, P, 4)."""
+    role of each counter), ``stream`` 0-dim, ``keys`` (N, 1) (64-bit seeds below 2**63). Returns each block's four words as two
+    int64 (low word first), which viewed as bytes is the little-endian block: (N, P, 2)."""
+    k0, k1 = keys & _MASK32, keys >> 32  # (N, 1) each
     zero = torch.zeros_like(k0)  # (N, 1): block indices stay below 2**32, so the counter's high word is 0
-    return _words(_rounds(idx + zero, zero + (idx >> 32), role + zero, stream + zero, k0, k1))
+    c0, c1, c2, c3 = _rounds(idx + zero, zero + (idx >> 32), role + zero, stream + zero, k0, k1)  # (N, P)
+    # two int64 outputs instead of four int32: the compiled kernel then writes the block in one loop
+    return torch.stack([c0 | (c1 << 32), c2 | (c3 << 32)], dim=-1)  # (N, P, 2) int64
 
 
 # The fused mask kernel below gives exactly what the 16-bit view of ``_block_words`` gives (little-endian:
@@ -493,7 +497,7 @@ def components(
     k = torch.from_numpy(keys).unsqueeze(1)  # (N, 1)
     if device is not None and torch.device(device).type != "cpu":
         k = k.to(device)
-    words = _call(_grid_words, n * per_seed, idx, role, stream_t, k & _MASK32, (k >> 32) & _MASK32)  # (N, P, 4)
+    words = _call(_grid_words, n * per_seed, idx, role, stream_t, k)  # (N, P, 2)
     signed = int_dtype == "int8"
     raw = words.view(torch.int8 if signed else torch.uint8).reshape(n, 16 * per_seed)  # (N, bytes)
     vals = raw.to(dtype).mul_(1.0 / 128.0 if signed else 1.0 / 256.0)  # exact: powers of two
