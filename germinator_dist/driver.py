@@ -11,8 +11,8 @@ slot the best verified swap and the slot's generation it was measured against; t
 against its own slot alone (``commit_swaps_many``), so a trainer publish or a swap of another slot does
 not make it stale.
 
-The driver talks to an EvaluatorPool (pool.py) and a seed table object (``SeedTable`` or anything with
-the same methods), so it imports neither Ray nor Redis.
+The driver talks to an EvaluatorPool (pool.py) and a ``SeedTableLike`` (table_protocol.py: the Redis
+``SeedTable``, or the in-memory table of the unit tests), so it imports neither Ray nor Redis.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import os
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from germinator_dist.errors import SpecError, TableError
 from germinator_dist.jobspec import JobSpec, _proposer_fields
@@ -36,6 +37,7 @@ from germinator_dist.pool import Completion, EvaluatorPool, Task
 from germinator_dist.proposers import make_proposer
 from germinator_dist.records import CommitOutcome, JobState, Snapshot, SwapCommit
 from germinator_dist.swap_proposer import SwapProposer, component_norms
+from germinator_dist.table_protocol import SeedTableLike
 
 log = logging.getLogger("germinator.driver")
 MAX_ATTEMPTS = 3  # a batch lost this many times is dropped (its candidates are discarded)
@@ -58,19 +60,34 @@ class DriverStats:
     swap_gain: float = 0.0  # fitness loss gained by accepted swaps, each against its own incumbent
 
 
+@dataclass(frozen=True)
+class ReportFigures:
+    """What the driver hands its ``on_report`` hook at every progress report (e.g. Ray metrics,
+    ``ray_metrics.DriverMetrics``): this run's cumulative counters and the current gauges."""
+
+    stats: DriverStats
+    evals_per_s: float
+    workers_live: int
+    workers_desired: int
+    best_loss: float  # the table's best layer loss in the driver's latest snapshot (inf before any)
+    waiting: str = ""  # why desired workers are not running (the pool's reason), or ""
+
+
 class SearchDriver:
     """Runs one job's seed search until its budget ends or the job is cancelled."""
 
     def __init__(
         self,
-        table,
+        table: SeedTableLike,
         job: str,
         spec: JobSpec,
         pool: EvaluatorPool,
         driver_id: str | None = None,
         progress_interval: float = 0.5,
+        on_report: Callable[[ReportFigures], None] | None = None,
     ) -> None:
         self.table, self.job, self.spec, self.pool = table, job, spec, pool
+        self.on_report = on_report  # called with ReportFigures at every progress report
         self.id = driver_id or f"driver-{socket.gethostname()}-{os.getpid()}"
         self.progress_interval = progress_interval
         self.stats = DriverStats()
@@ -86,6 +103,7 @@ class SearchDriver:
         self._writer: cf.ThreadPoolExecutor | None = None  # progress/heartbeat writes, during run()
         self._pending_report: cf.Future | None = None
         snap = table.snapshot(job)
+        self._snap, self._desired = snap, 0  # the latest snapshot and desired count, for reports
         n = len(snap.layers)
         self.layers = list(spec.search.layers) if spec.search.layers is not None else list(range(n))
         self.proposers = {k: self._make_proposer(k, snap) for k in self.layers}
@@ -129,20 +147,14 @@ class SearchDriver:
         return out
 
     def _load_state(self, k: int, kind: str = "proposer"):
-        load = getattr(self.table, "get_doc", None)
-        if load is None:
-            return None
-        raw = load(self.job, f"{kind}:{k}")
+        raw = self.table.get_doc(self.job, f"{kind}:{k}")
         return None if raw is None else json.loads(raw)
 
     def save_proposer_states(self) -> None:
-        save = getattr(self.table, "put_doc", None)
-        if save is None:
-            return
         for k, prop in self.proposers.items():
-            save(self.job, f"proposer:{k}", json.dumps(prop.state_dict()))
+            self.table.put_doc(self.job, f"proposer:{k}", json.dumps(prop.state_dict()))
         for k, sw in self.swappers.items():
-            save(self.job, f"swap:{k}", json.dumps(sw.state_dict()))
+            self.table.put_doc(self.job, f"swap:{k}", json.dumps(sw.state_dict()))
 
     # ---- scheduling ---------------------------------------------------------------------------------
     def _next_layer(self) -> int:
@@ -331,6 +343,18 @@ class SearchDriver:
         self._count(evaluations=task.size)  # the candidates the call considered (the budget's unit)
         self.stats.screened += sum(sw.screened for sw in res.swaps)
         found = [sw for sw in res.swaps if sw.seed is not None and sw.loss < res.incumbent_loss]
+        # A swap's rank scalar was fitted with the layer's other components as its snapshot held them. Once
+        # another swap of the layer is accepted (calls on one layer run side by side), both steps together
+        # overshoot: calls against one snapshot screen by the same gradient and pick aligned components,
+        # and with several workers the loss diverged. So a result is dropped here, and counted stale, when
+        # any seed of its layer changed since its snapshot, though the table, which judges a swap by its
+        # own slot alone, would take it. The driver is the job's only swap writer (the lease), so its
+        # latest snapshot holds every swap accepted since; the trainer's publishes change no seed.
+        stale_layer = task.snapshot.layers[task.layer].generations != snap.layers[task.layer].generations
+        if stale_layer and found:
+            self._count(stale=len(found))
+            self.swappers[task.layer].tell(res, [False] * len(res.swaps), stale=True)
+            return snap
         commits = [
             SwapCommit(
                 layer=task.layer,
@@ -406,6 +430,11 @@ class SearchDriver:
         if pending is not None:
             pending.result()  # re-raise a failed background write (waits for it on the final report)
         st = self.pool.status()
+        if self.on_report is not None:
+            self.on_report(ReportFigures(
+                replace(self.stats), float(rate), len(st.live), self._desired, best_loss(self._snap),
+                st.waiting,
+            ))  # fmt: skip
         u, self._unreported = self._unreported, DriverStats()
         workers = self._workers_to_heartbeat(st, now)
         write = functools.partial(self._write_report, u, float(rate), st, workers)
@@ -425,6 +454,8 @@ class SearchDriver:
             workers_live=len(st.live),
         )
         payload = {"pid": os.getpid(), "host": socket.gethostname(), "lost_workers": self.stats.lost_workers}
+        if st.waiting:  # why desired workers are not running (status shows it)
+            payload["workers_waiting"] = st.waiting[:1000]
         if self.swappers:  # the swap search's own figures, for status
             secs = max(1e-9, time.monotonic() - self._started)
             payload |= {
@@ -466,7 +497,7 @@ class SearchDriver:
         window: deque = deque()
         last_report = last_save = last_check = 0.0
         snap = self.table.snapshot(self.job)
-        desired = self.table.desired_workers(self.job)
+        desired = self._desired = self.table.desired_workers(self.job)
         exhausted = False
         self._writer = cf.ThreadPoolExecutor(1, thread_name_prefix="germ-driver-report")
         try:
@@ -476,7 +507,7 @@ class SearchDriver:
                     last_check = now
                     if self.table.get_state(self.job) != JobState.RUNNING:
                         break
-                    desired = self.table.desired_workers(self.job)
+                    desired = self._desired = self.table.desired_workers(self.job)
                     self.pool.resize(desired)
                 searching = self._budget_left(base_evals, t0) and not exhausted
                 status = self.pool.status()
@@ -491,6 +522,7 @@ class SearchDriver:
                     break
                 for done in self.pool.poll(timeout=0.2):
                     snap = self._handle(done, snap)
+                self._snap = snap
                 if time.monotonic() - last_report > self.progress_interval:
                     last_report = time.monotonic()
                     self._report(t0, window)

@@ -246,11 +246,12 @@ class SeedLinear(nn.Module):
         batch = self.component_batch(seeds, device, dtype)  # each (N, out) or (N, in)
         return dict(zip(seeds, zip(*(t.unbind(0) for t in batch))))
 
-    def component_batch(self, seeds, device, dtype=torch.float32):
-        """a1 (N, out), b1 (N, in), a2 (N, out), b2 (N, in) of N candidate component seeds (a screen)."""
+    def component_batch(self, seeds, device, dtype=torch.float32, out=None):
+        """a1 (N, out), b1 (N, in), a2 (N, out), b2 (N, in) of N candidate component seeds (a screen);
+        with ``out`` views into that buffer (``prng.components``)."""
         return prng.components(
             seeds, self.stream, self.out_features, self.in_features, self.int_dtype,
-            dtype=dtype, device=device,
+            dtype=dtype, device=device, out=out,
         )  # fmt: skip
 
     def _cached(self, key, make):

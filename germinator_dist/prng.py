@@ -83,9 +83,9 @@ def _block_words(idx, role, stream, k0, k1) -> torch.Tensor:
 
 
 def _grid_words(idx, role, stream, keys) -> torch.Tensor:
-    """Blocks of N keys x P counters, broadcast inside the kernel: ``idx``, ``role`` (1, P) (block index and
-    role of each counter), ``stream`` 0-dim, ``keys`` (N, 1) (64-bit seeds below 2**63). Returns each block's four words as two
-    int64 (low word first), which viewed as bytes is the little-endian block: (N, P, 2)."""
+    """Blocks of N keys x P counters, broadcast inside the kernel: ``idx``, ``role`` (1, P) (block index
+    and role of each counter), ``stream`` 0-dim, ``keys`` (N, 1) (64-bit seeds below 2**63). Returns each
+    block's four words as two int64 (low word first), viewed as bytes the little-endian block: (N, P, 2)."""
     k0, k1 = keys & _MASK32, keys >> 32  # (N, 1) each
     zero = torch.zeros_like(k0)  # (N, 1): block indices stay below 2**32, so the counter's high word is 0
     c0, c1, c2, c3 = _rounds(idx + zero, zero + (idx >> 32), role + zero, stream + zero, k0, k1)  # (N, P)
@@ -442,7 +442,11 @@ def seed_array(seeds) -> np.ndarray:
     [0, 2**63). Raises SpecError naming the first bad seed (a bool, a non-integer, out of range)."""
     if isinstance(seeds, (np.ndarray, torch.Tensor)):
         arr = seeds.detach().cpu().numpy() if isinstance(seeds, torch.Tensor) else seeds
-        if arr.ndim == 1 and arr.dtype.kind in "iu" and (arr.size == 0 or (arr.min() >= 0 and int(arr.max()) < 1 << 63)):
+        if (
+            arr.ndim == 1
+            and arr.dtype.kind in "iu"
+            and (arr.size == 0 or (arr.min() >= 0 and int(arr.max()) < 1 << 63))
+        ):
             return arr.astype(np.int64, copy=False)
         seeds = arr.tolist()
     elif not isinstance(seeds, (list, tuple)):
@@ -474,15 +478,30 @@ def _component_counters(ca: int, cb: int, stream: int, device):
     return _COUNTERS[key]
 
 
+def component_values(n: int, out_features: int, in_features: int) -> int:
+    """Elements of the buffer ``components`` converts ``n`` seeds' components into (blocks padded)."""
+    return n * 32 * (-(-out_features // 16) + -(-in_features // 16))
+
+
 def components(
-    seeds, stream: int, out_features: int, in_features: int, int_dtype: str = "int8", *, dtype=torch.float32,
+    seeds,
+    stream: int,
+    out_features: int,
+    in_features: int,
+    int_dtype: str = "int8",
+    *,
+    dtype=torch.float32,
     device=None,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The rank components of ``seeds`` (N,) in layer ``stream``, from one generator call.
 
     Component vector v of seed s is ``int_tensor(s, role(v), stream, (len,), int_dtype)`` with roles
     a1 = 1, b1 = 2, a2 = 3, b2 = 4: the same bits as generating each vector alone. Returns
-    a1 (N, out), b1 (N, in), a2 (N, out), b2 (N, in). Raises SpecError on a bad seed or int_dtype.
+    a1 (N, out), b1 (N, in), a2 (N, out), b2 (N, in). With ``out`` (a 1-D ``dtype`` buffer of at least
+    ``component_values(N, out, in)`` elements on ``device``) the four are views into it: a caller that
+    screens batch after batch reuses one buffer instead of touching fresh memory each time. Raises
+    SpecError on a bad seed, int_dtype or buffer.
     """
     if int_dtype not in ("int8", "uint8"):
         raise SpecError(f"int_dtype: expected 'int8' or 'uint8', got {int_dtype!r}")
@@ -500,7 +519,16 @@ def components(
     words = _call(_grid_words, n * per_seed, idx, role, stream_t, k)  # (N, P, 2)
     signed = int_dtype == "int8"
     raw = words.view(torch.int8 if signed else torch.uint8).reshape(n, 16 * per_seed)  # (N, bytes)
-    vals = raw.to(dtype).mul_(1.0 / 128.0 if signed else 1.0 / 256.0)  # exact: powers of two
+    if out is None:
+        vals = raw.to(dtype)  # (N, bytes)
+    else:
+        if out.dim() != 1 or out.dtype != dtype or out.numel() < raw.numel() or out.device != raw.device:
+            raise SpecError(
+                f"out: expected a 1-D {dtype} buffer of at least {raw.numel()} elements on {raw.device}, "
+                f"got {out.dtype} {tuple(out.shape)} on {out.device}"
+            )
+        vals = out[: raw.numel()].view(n, 16 * per_seed).copy_(raw)  # (N, bytes)
+    vals.mul_(1.0 / 128.0 if signed else 1.0 / 256.0)  # exact: powers of two
     a, b = 16 * ca, 16 * cb
     a1 = vals[:, :out_features]  # (N, out)
     a2 = vals[:, a : a + out_features]

@@ -157,13 +157,14 @@ class SwapProposer:
                     self.cursor[k] = st.block.start  # the latest block: rewind over it
 
     # ---- tell --------------------------------------------------------------------------------------------
-    def tell(self, result: SwapResult, accepted: Sequence[bool]) -> None:
-        """Record a call's outcome: ``accepted[i]`` says whether slot i's swap was committed."""
+    def tell(self, result: SwapResult, accepted: Sequence[bool], stale: bool = False) -> None:
+        """Record a call's outcome: ``accepted[i]`` says whether slot i's swap was committed; ``stale``: the
+        call's results were dropped unjudged (its layer changed meanwhile), which is no fault of its slots."""
         for swap, ok in zip(result.swaps, accepted):
             self.screened += swap.screened
             self.verified += swap.verified
             k = swap.slot
-            if k < self.rank and not ok and swap.slot_gen == self.gen[k]:
+            if k < self.rank and not ok and not stale and swap.slot_gen == self.gen[k]:
                 self.fails[k] += 1
 
     # ---- state -------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from germinator_dist import prng
 from germinator_dist.layers import Component, SeedLinear
 
 MAGNITUDES = (0.25, 0.5, 1.0, 2.0, 4.0)  # line-search grid, in units of the layer's median |g|
@@ -55,15 +56,21 @@ class SwapScorer:
             g = layer.g.detach().abs()
             self.g_unit = float(g.median()) if float(g.median()) > 0 else float(g.mean()) or 1.0
         self.gf = None if grad is None else (grad * f1, grad * f2)  # (out, in) each
+        self._buf: torch.Tensor | None = None  # the screen's component buffer (prng.components ``out``)
 
     def screen(self, seeds: Sequence[int]) -> torch.Tensor:
         """``<G, Phi_s>`` (N,) of each candidate seed, per unit of its scaled rank scalar."""
         assert self.gf is not None, "screening needs the layer's gradient"
         gf1, gf2 = self.gf
         out = []
+        if self._buf is None:  # one buffer for every batch this scorer screens
+            lay = self.layer
+            size = prng.component_values(SCREEN_CHUNK, lay.out_features, lay.in_features)
+            self._buf = torch.empty(size, dtype=gf1.dtype, device=gf1.device)
         with torch.no_grad():
             for i in range(0, len(seeds), SCREEN_CHUNK):
-                a1, b1, a2, b2 = self.layer.component_batch(seeds[i : i + SCREEN_CHUNK], gf1.device)
+                chunk = seeds[i : i + SCREEN_CHUNK]
+                a1, b1, a2, b2 = self.layer.component_batch(chunk, gf1.device, gf1.dtype, out=self._buf)
                 s = ((a1 @ gf1) * b1).sum(1) + ((a2 @ gf2) * b2).sum(1)  # (n,)
                 out.append(s)
         return torch.cat(out) if out else torch.empty(0)

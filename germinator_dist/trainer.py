@@ -6,16 +6,16 @@ clipping; a step with a non-finite loss, gradient or update is skipped and count
 (each layer's floats with the version they were trained against, and the fitness loss: the table's loss).
 The wrapper offers each proposal as a compare-and-set and reports back with ``published``/``rejected``.
 
-``run_trainer`` is that loop against any ``FloatTable`` (the Redis ``SeedTable`` fits it); the Ray actor
-only constructs the trainer and calls it. Pure core: torch and pydantic, never ray or redis.
+``run_trainer`` is that loop against any ``FloatTable`` (table_protocol.py; the Redis table fits it); the
+Ray actor only constructs the trainer and calls it. Pure core: torch and pydantic, never ray or redis.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import Annotated, Literal, Protocol
+from collections.abc import Callable
+from typing import Annotated, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,13 +29,13 @@ from germinator_dist.records import (
     CommitOutcome,
     FloatPublication,
     JobState,
-    PublishOutcome,
     Snapshot,
     TrainerProgress,
     TrainStats,
     Validation,
 )
 from germinator_dist.spec import ModelSpec, format_validation_error
+from germinator_dist.table_protocol import FloatTable
 
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -385,18 +385,6 @@ class ScaleTrainer:
         ]
         self._proposed = {p.layer: p.floats for p in out}
         return out
-
-
-class FloatTable(Protocol):
-    """What the trainer loop needs from the seed table (``germinator_dist.table.SeedTable`` fits it)."""
-
-    def snapshot(self, job: str) -> Snapshot: ...
-
-    def publish_floats(
-        self, job: str, layer: int, floats: Sequence[float], loss: float, gens: Sequence[int]
-    ) -> PublishOutcome: ...
-
-    def get_state(self, job: str) -> JobState: ...
 
 
 StopSignal = Callable[[], bool] | object | None  # a callable, or anything with is_set() (threading.Event)

@@ -11,6 +11,7 @@ CORE = [
     "germinator_dist.records",
     "germinator_dist.checkpoint",
     "germinator_dist.errors",
+    "germinator_dist.table_protocol",
 ]
 OPTIONAL_CORE = [
     "germinator_dist.proposers",
@@ -19,6 +20,8 @@ OPTIONAL_CORE = [
     "germinator_dist.objectives",
     "germinator_dist.evaluator",
     "germinator_dist.jobspec",
+    "germinator_dist.driver",  # reports to Ray metrics only through its on_report hook
+    "germinator_dist.job_plot",  # reads the table through whatever table object it is given
 ]
 
 

@@ -8,8 +8,8 @@ import random
 import subprocess
 import sys
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
 from germinator_dist import prng
@@ -276,8 +276,13 @@ def test_seed_array_checks_every_seed(bad, message):
 def test_components_take_lists_arrays_and_tensors_alike():
     seeds = COMPONENT_SEEDS
     want = component_bytes(prng.components(list(seeds), 4, 10, 40))
-    for form in (tuple(seeds), np.array(seeds, dtype=np.int64), np.array(seeds, dtype=np.uint64),
-                 torch.tensor(seeds), (s for s in seeds)):
+    for form in (
+        tuple(seeds),
+        np.array(seeds, dtype=np.int64),
+        np.array(seeds, dtype=np.uint64),
+        torch.tensor(seeds),
+        (s for s in seeds),
+    ):
         assert component_bytes(prng.components(form, 4, 10, 40)) == want
 
 
@@ -286,3 +291,19 @@ def test_components_same_bits_on_gpu():  # pragma: no cover - runs where a GPU e
     cpu = prng.components(COMPONENT_SEEDS, 2, 256, 64, "int8")
     gpu = prng.components(COMPONENT_SEEDS, 2, 256, 64, "int8", device="cuda")
     assert component_bytes(cpu) == component_bytes([g.cpu() for g in gpu])
+
+
+def test_components_into_a_reused_buffer_equal_fresh_ones():
+    out, inp = 10, 40
+    buf = torch.full((prng.component_values(len(COMPONENT_SEEDS), out, inp),), float("nan"))
+    want = component_bytes(prng.components(COMPONENT_SEEDS, 4, out, inp))
+    for _ in range(2):  # the second call overwrites the first's values in the same memory
+        got = prng.components(COMPONENT_SEEDS, 4, out, inp, out=buf)
+        assert all(v.data_ptr() >= buf.data_ptr() for v in got)
+        assert component_bytes(got) == want
+    short = prng.components(COMPONENT_SEEDS[:3], 4, out, inp, out=buf)  # a smaller batch fits too
+    assert component_bytes(short) == want[:3]
+    with pytest.raises(SpecError, match="out: expected a 1-D torch.float32 buffer"):
+        prng.components(COMPONENT_SEEDS, 4, out, inp, out=buf[:10])
+    with pytest.raises(SpecError, match="out: expected"):
+        prng.components(COMPONENT_SEEDS, 4, out, inp, out=buf.double())
