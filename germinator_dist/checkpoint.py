@@ -36,6 +36,7 @@ FORMAT = "germinator-checkpoint"
 FORMAT_VERSION = 2  # 2: rank-stacked seeds (rank + 4 per layer), packed; 1: eight seeds per layer
 GENERATOR = "philox4x32-10"
 _PACK = {1: "B", 2: "H", 4: "I", 8: "Q"}  # struct codes of the seed widths
+MAX_CHECKPOINT_BYTES = 64 << 20  # what the largest model the spec bounds allow needs, with room
 
 
 def _shown(value, limit: int = 40) -> str:
@@ -145,18 +146,33 @@ def checkpoint_bytes(model: GerminatorModel, meta: dict | None = None) -> bytes:
 
 
 def save_checkpoint(model: GerminatorModel, path: str | os.PathLike, meta: dict | None = None) -> int:
-    """Write the checkpoint atomically (temp file, fsync, rename); returns its size in bytes."""
+    """Write the checkpoint atomically (temp file, fsync, rename); returns its size in bytes.
+
+    Raises CheckpointError naming the path for an empty path, a directory, a missing parent directory or
+    any other write failure; nothing is left behind then (the temporary file is removed).
+    """
     data = checkpoint_bytes(model, meta)
+    if not str(path):
+        raise CheckpointError("output: an empty path (value '')")
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise CheckpointError(f"output: {str(path)!r} is a directory; name a file in it")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        what = "no such directory" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+        raise CheckpointError(f"output: cannot write {str(path)!r} ({what})") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return len(data)
 
@@ -183,10 +199,19 @@ def model_from_dict(data: dict, source: str = "checkpoint") -> GerminatorModel:
         raise CheckpointError(f"{source}: format is {_shown(data.get('format'))}, expected {FORMAT!r}")
     _check_versions(data, source)
     body = {k: v for k, v in data.items() if k != "sha256"}
-    if "sha256" in data and data["sha256"] != _digest(body):
+    if "sha256" not in data:
+        raise CheckpointError(
+            f"{source}: sha256: missing (every checkpoint carries the digest of its content)"
+        )
+    if data["sha256"] != _digest(body):
         raise CheckpointError(f"{source}: sha256 does not match the content (corrupted or edited)")
+    if not isinstance(data.get("meta", {}), dict):
+        raise CheckpointError(f"{source}: meta: expected an object, got {_shown(data.get('meta'))}")
     spec = data.get("spec")
-    spec = load_model_spec(spec if isinstance(spec, dict) else {})
+    try:  # every size is bounded (spec.MAX_*): a spec implying more is refused before anything is built
+        spec = load_model_spec(spec if isinstance(spec, dict) else {})
+    except SpecError as exc:
+        raise CheckpointError(f"{source}: spec: {str(exc).splitlines()[0]}") from None
     try:
         spec.require_resolved()
     except SpecError as exc:
@@ -216,17 +241,36 @@ def model_from_dict(data: dict, source: str = "checkpoint") -> GerminatorModel:
     return model
 
 
-def load_checkpoint(path: str | os.PathLike) -> GerminatorModel:
-    """Load a checkpoint file into a new model (bit-identical weights). Raises CheckpointError."""
+def read_checkpoint(path: str | os.PathLike) -> tuple[GerminatorModel, dict]:
+    """Load a checkpoint file: (a new model with bit-identical weights, the file's ``meta`` object).
+
+    Raises CheckpointError for a file above MAX_CHECKPOINT_BYTES, one that is not JSON (nested too
+    deeply, an integer of more digits than Python parses), or any invalid content.
+    """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_CHECKPOINT_BYTES + 1)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{path}: larger than the bound of {MAX_CHECKPOINT_BYTES} bytes for a checkpoint"
+        )
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(
             f"{path}: truncated or not JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
         ) from None
-    return model_from_dict(data, str(path))
+    except RecursionError:
+        raise CheckpointError(f"{path}: not a checkpoint (JSON nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise CheckpointError(f"{path}: not a checkpoint ({str(exc)[:80]})") from None
+    model = model_from_dict(data, str(path))
+    return model, data.get("meta", {})
+
+
+def load_checkpoint(path: str | os.PathLike) -> GerminatorModel:
+    """Load a checkpoint file into a new model (bit-identical weights). Raises CheckpointError."""
+    return read_checkpoint(path)[0]

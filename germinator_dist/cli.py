@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from germinator_dist.errors import GerminatorError
@@ -63,7 +64,7 @@ def cmd_submit(args) -> int:
     from germinator_dist.jobspec import load_job_spec
 
     spec = load_job_spec(args.spec)
-    if args.job:
+    if args.job is not None:  # "" too: refused by the job id check, never replaced by a generated id
         spec = spec.model_copy(update={"job": args.job})
         from germinator_dist.jobspec import parse_job_spec
 
@@ -81,6 +82,10 @@ def _print_status(doc: dict) -> None:
         f"workers {doc['workers_live']}/{doc['workers_desired']}  "
         f"per call {doc.get('candidates_per_call') or '-'}  best loss {best}"
     )
+    if doc.get("workers_waiting"):
+        print(f"  workers: {doc['workers_waiting']}")
+    if doc.get("driver") in ("gone", "starting"):
+        print(f"  driver: {_driver_text(doc)}")
     if doc.get("swaps") is not None:
         print(
             f"  swaps {doc['swaps']}  screened {doc['screened_per_s']:.0f}/s  "
@@ -91,12 +96,24 @@ def _print_status(doc: dict) -> None:
         print(f"  layer {layer['layer']}: loss {loss}  version {layer['version']}  by {layer['writer']}")
 
 
+def _driver_text(doc: dict) -> str:
+    """One phrase on the job's driver: gone (since when, why, what to do) or starting."""
+    if doc.get("driver") != "gone":
+        return f"{doc.get('driver')} ({doc.get('driver_owner')})"
+    since = doc.get("driver_gone_since")
+    when = "" if since is None else f" since {time.strftime('%H:%M:%S', time.localtime(since))}"
+    when += "" if since is None else f" ({max(0.0, time.time() - since):.0f}s ago)"
+    why = f": {doc['driver_note']}" if doc.get("driver_note") else ""
+    return f"gone{when}{why}; `germinator-dist resume {doc['job_id']}` continues it"
+
+
 def cmd_status(args) -> int:
     from germinator_dist import service
+    from germinator_dist.records import JobInfo
 
-    table, _ = _table(args)
+    table, ep = _table(args)
     if args.job is None:
-        jobs = table.list_jobs()
+        jobs = [j for j in table.list_jobs(each=True) if isinstance(j, JobInfo)]
         if not jobs:
             print("no jobs")
             return 0
@@ -107,7 +124,7 @@ def cmd_status(args) -> int:
 
         doc = watch(table, args.job)
     else:
-        doc = service.status(table, args.job)
+        doc = service.status(table, args.job, ep)
     if args.json:
         print(json.dumps(doc))
     elif not args.watch:
@@ -116,27 +133,37 @@ def cmd_status(args) -> int:
 
 
 def cmd_jobs(args) -> int:
+    """Every job, one line each; a job that cannot be read is listed as MALFORMED (with its error) and the
+    command then exits 1 with one line on stderr naming it."""
     from germinator_dist import service
+    from germinator_dist.errors import TableError
+    from germinator_dist.records import BrokenJob
 
-    table, _ = _table(args)
-    jobs = sorted(table.list_jobs(), key=lambda j: j.created)
-    rows = []
-    for j in jobs:
-        doc = service.status(table, j.job)
-        rows.append(
-            {
-                "job_id": j.job,
-                "state": j.state.value,
-                "best_loss": doc["best_loss"],
-                "evaluations": doc["evaluations"],
-            }
-        )
+    table, ep = _table(args)
+    rows, bad = [], []
+    listed = table.list_jobs(each=True)
+    for j in sorted(listed, key=lambda j: (isinstance(j, BrokenJob), getattr(j, "created", 0))):
+        try:
+            if isinstance(j, BrokenJob):
+                raise TableError(j.error)
+            doc = service.status(table, j.job, ep)
+        except GerminatorError as exc:
+            bad.append(j.job)
+            rows.append({"job_id": j.job, "state": "MALFORMED", "error": str(exc)})
+            continue
+        keep = ("best_loss", "evaluations", "driver", "driver_gone_since", "driver_note")
+        rows.append({"job_id": j.job, "state": j.state.value} | {k: doc[k] for k in keep})
     if args.json:
         print(json.dumps(rows))
-        return 0
-    for r in rows:
+    for r in [] if args.json else rows:
+        if r["state"] == "MALFORMED":
+            print(f"{r['job_id']:<40} {r['state']:<10} {r['error']}")
+            continue
         best = "-" if r["best_loss"] is None else f"{r['best_loss']:.4f}"
-        print(f"{r['job_id']:<40} {r['state']:<10} best loss {best:<8} evaluations {r['evaluations']}")
+        gone = f"  driver {_driver_text(r)}" if r["driver"] == "gone" else ""
+        print(f"{r['job_id']:<40} {r['state']:<10} best loss {best:<8} evaluations {r['evaluations']}{gone}")
+    if bad:
+        raise TableError(f"jobs: {len(bad)} job(s) could not be read: {', '.join(bad)} (listed as MALFORMED)")
     return 0
 
 
@@ -152,13 +179,10 @@ def cmd_resume(args) -> int:
 
 def cmd_scale(args) -> int:
     from germinator_dist import service
-    from germinator_dist.errors import SpecError
 
     table, _ = _table(args)
     service.ensure_job(table, args.job)
-    if args.workers < 0:
-        raise SpecError(f"--workers: must be >= 0 (value {args.workers})")
-    table.set_desired_workers(args.job, args.workers)
+    service.scale(table, args.job, args.workers)
     print(f"job {args.job}: desired workers {args.workers}")
     return 0
 
@@ -173,13 +197,47 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+def _check_output(value: str) -> Path:
+    """The ``-o`` path of a file to write: not empty, not a directory, in a directory that exists."""
+    from germinator_dist.errors import SpecError
+
+    path = Path(value)
+    if not value:
+        raise SpecError("-o: an empty path (value '')")
+    if path.is_dir():
+        raise SpecError(f"-o: {value!r} is a directory; name a file in it")
+    if not path.parent.is_dir():
+        raise SpecError(f"-o: no such directory {str(path.parent)!r} (value {value!r})")
+    return path
+
+
 def cmd_export(args) -> int:
     from germinator_dist import service
 
+    _check_output(args.output)  # before anything is read
     table, _ = _table(args)
     service.ensure_job(table, args.job)
     size = service.export(table, args.job, Path(args.output))
     print(f"{args.output}: {size} bytes")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from germinator_dist import service
+    from germinator_dist.errors import SpecError
+    from germinator_dist.job_plot import job_series, plot_series
+
+    if not args.output and not args.json:
+        raise SpecError("plot: give -o FILE.png (the picture) and/or --json (the series)")
+    table, _ = _table(args)
+    service.ensure_job(table, args.job)
+    series = job_series(table, args.job)
+    if args.output:
+        plot_series(series, Path(args.output))
+    if args.json:
+        print(json.dumps(series))
+    elif args.output:
+        print(args.output)
     return 0
 
 
@@ -283,12 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("job", nargs="?", help="job id (default: the newest job)")
     c.add_argument("--json", action="store_true", help="one machine-readable JSON document")
     c.add_argument("--watch", action="store_true", help="live progress display until the job ends")
-    _conn(c, ray=False)
+    _conn(c)  # with a Ray address, a dead driver is seen at once
     c.set_defaults(func=cmd_status)
 
     c = sub.add_parser("jobs", help="every job in the seed table with its state and best loss")
     c.add_argument("--json", action="store_true")
-    _conn(c, ray=False)
+    _conn(c)
     c.set_defaults(func=cmd_jobs)
 
     c = sub.add_parser("resume", help="start a new driver for a job whose driver died or was cancelled")
@@ -312,6 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True)
     _conn(c, ray=False)
     c.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("plot", help="the job's loss per layer against time, swaps and publishes (PNG, JSON)")
+    c.add_argument("job")
+    c.add_argument("-o", "--output", help="the PNG to write (e.g. job.png)")
+    c.add_argument("--json", action="store_true", help="print the plotted series as one JSON document")
+    _conn(c, ray=False)
+    c.set_defaults(func=cmd_plot)
 
     c = sub.add_parser("evaluate", help="metrics of a checkpoint on its job's test split or --data")
     c.add_argument("model")
@@ -343,15 +408,57 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _secrets(args) -> list[str]:
+    """The secrets this command was given (the --redis and --address credentials, those in the
+    environment's addresses, GERMINATOR_REDIS_PASSWORD): what no message of it may show."""
+    from germinator_dist.redaction import url_secrets
+
+    env = (os.environ.get(k) for k in ("GERMINATOR_REDIS_URL", "RAY_ADDRESS"))
+    return url_secrets(getattr(args, "redis", None), getattr(args, "address", None), *env)
+
+
+def _hide_from_process_listing(secrets: list[str]) -> None:
+    """Overwrite each secret in this process's own command line (what ``ps`` and /proc/PID/cmdline show)
+    with ``*``. Linux only (the kernel names the command line's memory in /proc/self/stat); a no-op
+    elsewhere. The interpreter's start-up, before this runs, still shows it: prefer the environment."""
+    try:
+        import ctypes
+
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49 of stat
+        shown = ctypes.string_at(start, end - start)
+        if shown != Path("/proc/self/cmdline").read_bytes():
+            return  # not the memory the kernel shows: leave it alone
+        for secret in (s.encode() for s in secrets):
+            at = shown.find(secret)
+            while at >= 0:
+                ctypes.memset(start + at, ord("*"), len(secret))
+                at = shown.find(secret, at + len(secret))
+    except (OSError, ValueError, IndexError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A GerminatorError is one line on stderr and exit 1; anything else (a bug) prints its
+    traceback, and either way no secret the command was given appears in what is printed."""
     args = build_parser().parse_args(argv)
+    secrets = _secrets(args)
+    if secrets and argv is None:  # the command line is this process's own
+        _hide_from_process_listing(secrets)
+    from germinator_dist.redaction import scrub
+
     try:
         return args.func(args)
     except GerminatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {scrub(str(exc), secrets)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a bug: its traceback, with the secrets scrubbed
+        import traceback
+
+        print(scrub(traceback.format_exc(), secrets), file=sys.stderr, end="")
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ import torch
 
 from germinator_dist.errors import SpecError
 from germinator_dist.model import Batch
+from germinator_dist.spec import MAX_WIDTH
+
+MAX_ARRAY_BYTES = 4 << 30  # one array of a user's .npz, uncompressed (docs/security.md, "Sizes")
+MAX_TEXT_BYTES = 1 << 30  # the text files of a text data set, together
 
 # A fixed list, so the corpus is the same text wherever the same Python version runs.
 STDLIB_FILES = (
@@ -75,7 +79,8 @@ class Dataset:
         """The model dimensions the data determines (for ModelSpec.resolved)."""
         if self.kind == "text":
             return {"vocab_size": 256}
-        return {"input_dim": int(self.x_train.shape[1]), "num_classes": int(self.y_train.max()) + 1}
+        labels = [int(y.max()) for y in (self.y_train, self.y_test) if y is not None and y.numel()]
+        return {"input_dim": int(self.x_train.shape[1]), "num_classes": max(labels) + 1}
 
     def fitness_batch(self, size: int, context: int = 64, seed: int = 0, split: str = "train") -> Batch:
         """The fixed batch every evaluator and the trainer measure the table's loss on, from ``split``
@@ -169,7 +174,14 @@ def _check_xy(x, y, xname: str, yname: str, path: str) -> tuple[torch.Tensor, to
             f"data.{yname}: expected non-negative integer labels in {path}, got dtype {y.dtype}"
             f"{'' if not np.issubdtype(y.dtype, np.integer) else f' min {y.min()}'}"
         )
-    return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
+    if x.shape[1] > MAX_WIDTH:
+        raise SpecError(f"data.{xname}: {x.shape[1]} columns in {path}, above the bound {MAX_WIDTH}")
+    if y.size and int(y.max()) >= MAX_WIDTH:  # compared as Python ints: a uint64 label never wraps
+        raise SpecError(
+            f"data.{yname}: labels must lie in [0, {MAX_WIDTH - 1}] (num_classes is max(label) + 1) in "
+            f"{path}, got max {int(y.max())}"
+        )
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y.astype(np.int64), dtype=torch.int64)
 
 
 def load_arrays_dataset(path: str | Path) -> Dataset:
@@ -178,11 +190,20 @@ def load_arrays_dataset(path: str | Path) -> Dataset:
     Without a test split, a fixed 20% of the rows is held out. Raises SpecError naming the problem.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"data.path: no such file: {str(path)!r}")
+    _check_file(path, "data.path")
     try:
         with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "zip"):
+                raise ValueError("not an .npz archive")
+            for info in z.zip.infolist():  # sizes from the archive's directory, before anything is inflated
+                if info.file_size > MAX_ARRAY_BYTES:
+                    raise SpecError(
+                        f"data.{info.filename.removesuffix('.npy')}: {info.file_size} bytes in "
+                        f"{str(path)!r}, above the bound of {MAX_ARRAY_BYTES} bytes per array"
+                    )
             arrays = {k: z[k] for k in z.files}
+    except SpecError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
         raise SpecError(f"data.path: cannot read {str(path)!r} as .npz ({type(exc).__name__})") from None
     for key in ("X", "y"):
@@ -195,9 +216,30 @@ def load_arrays_dataset(path: str | Path) -> Dataset:
         xt, yt = _check_xy(arrays["X_test"], arrays["y_test"], "X_test", "y_test", str(path))
         if xt.shape[1] != x.shape[1]:
             raise SpecError(f"data.X_test: has {xt.shape[1]} columns, X has {x.shape[1]} in {str(path)!r}")
-        return _with_validation(path.name, x, y, xt, yt)
+        return _check_classes(_with_validation(path.name, x, y, xt, yt), path)
     tr, te = _split(x.shape[0])
-    return _with_validation(path.name, x[tr], y[tr], x[te], y[te])
+    return _check_classes(_with_validation(path.name, x[tr], y[tr], x[te], y[te]), path)
+
+
+def _check_file(path: Path, field: str) -> None:
+    """Raise SpecError naming ``field`` unless ``path`` is a readable regular file (says which it is not)."""
+    if path.is_dir():
+        raise SpecError(f"{field}: {str(path)!r} is a directory, not a file")
+    if not path.exists():
+        raise SpecError(f"{field}: no such file: {str(path)!r}")
+    if not path.is_file():
+        raise SpecError(f"{field}: {str(path)!r} is not a regular file")
+
+
+def _check_classes(ds: Dataset, path: Path) -> Dataset:
+    """Refuse labels a classifier cannot train on: fewer than two classes in the training rows."""
+    classes = torch.unique(ds.y_train)
+    if classes.numel() < 2:
+        raise SpecError(
+            f"data.y: the training labels in {str(path)!r} hold a single class (value "
+            f"{int(classes[0]) if classes.numel() else None}); a classifier needs at least 2"
+        )
+    return ds
 
 
 def stdlib_text_files() -> list[Path]:
@@ -216,10 +258,16 @@ def load_text_dataset(paths: list[str | Path] | None = None) -> Dataset:
     if not files:
         raise SpecError("data.paths: no text files found")
     train, valid, test = [], [], []
+    total = 0
     for f in files:
-        if not f.is_file():
-            raise SpecError(f"data.paths: no such file: {str(f)!r}")
-        raw = f.read_bytes()
+        _check_file(f, "data.paths")
+        total += f.stat().st_size
+        if total > MAX_TEXT_BYTES:
+            raise SpecError(f"data.paths: the files hold more than the bound of {MAX_TEXT_BYTES} bytes")
+        try:
+            raw = f.read_bytes()
+        except OSError as exc:
+            raise SpecError(f"data.paths: cannot read {str(f)!r} ({exc.strerror})") from None
         if len(raw) < 100:
             raise SpecError(f"data.paths: {str(f)!r} has {len(raw)} bytes; need at least 100")
         cut, vcut = int(len(raw) * 0.9), int(len(raw) * 0.8)

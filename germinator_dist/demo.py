@@ -16,6 +16,7 @@ from rich.console import Console
 from germinator_dist import local_stack, service
 from germinator_dist.errors import GerminatorError
 from germinator_dist.evaluate import evaluate_checkpoint
+from germinator_dist.job_plot import plot_job
 from germinator_dist.jobspec import load_job_spec
 from germinator_dist.watch import watch
 
@@ -43,6 +44,7 @@ def run_demo(args) -> dict:
     size = service.export(table, job, out)
     metrics = evaluate_checkpoint(out)
     swaps = service.swap_count(table, job)
+    plot, _ = plot_job(table, job, out.with_suffix(".png"))  # the job's loss per layer against time
     result = {
         "job_id": job,
         "state": doc["state"],
@@ -52,6 +54,7 @@ def run_demo(args) -> dict:
         "model": str(out),
         **metrics,
         "checkpoint_bytes": size,
+        "plot": str(plot),
     }
     console.print(
         f"seed swaps committed: [bold]{swaps}[/] (component seeds replaced beside the trainer; "
@@ -61,4 +64,5 @@ def run_demo(args) -> dict:
         f"test accuracy [bold]{metrics['accuracy']:.3f}[/]  loss {metrics['loss']:.4f}  "
         f"checkpoint {size} bytes ({out})  trained floats {metrics['trained_floats']}"
     )
+    console.print(f"plot of the job: {plot}  (germinator-dist plot {job} -o job.png)")
     return result

@@ -23,6 +23,14 @@ class TableError(GerminatorError):
     """The seed table refused an operation or holds malformed content (names the key and value)."""
 
 
+class JobBusy(TableError):
+    """The job already has a driver (its lease is held by a live owner): names the owner."""
+
+
+class Interrupted(GerminatorError):
+    """A command stopped by a signal (Ctrl-C, SIGTERM, ...) after undoing what it had written."""
+
+
 class ConnectionFailed(GerminatorError):
     """A Redis or Ray address that does not answer (after retries); names the address tried."""
 

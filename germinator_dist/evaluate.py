@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 
-from germinator_dist.checkpoint import load_checkpoint
-from germinator_dist.errors import SpecError
+from germinator_dist.checkpoint import load_checkpoint, read_checkpoint
+from germinator_dist.errors import CheckpointError, SpecError
 from germinator_dist.jobs import accuracy
 from germinator_dist.jobspec import DataSpec, load_dataset
 
@@ -22,15 +24,20 @@ def _dataset_for(model, meta: dict, data: str | None):
         return load_dataset(DataSpec(kind="arrays", path=str(path)))
     if "data" not in meta:
         raise SpecError("--data: the checkpoint does not name its job's data; pass --data")
-    return load_dataset(DataSpec.model_validate(meta["data"]))
+    try:
+        spec = DataSpec.model_validate(meta["data"])
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(["meta.data", *(str(p) for p in err["loc"])])
+        shown = repr(err.get("input"))[:60]
+        msg = err["msg"].removeprefix("Value error, ")
+        raise CheckpointError(f"{loc}: {msg} (value {shown}); pass --data") from None
+    return load_dataset(spec)
 
 
 def evaluate_checkpoint(path: Path, data: str | None = None) -> dict:
     """{'accuracy' or 'bits_per_byte', 'loss', 'checkpoint_bytes', ...}. Raises CheckpointError/SpecError."""
-    import json
-
-    model = load_checkpoint(path)
-    meta = json.loads(path.read_text()).get("meta", {})
+    model, meta = read_checkpoint(path)
     ds = _dataset_for(model, meta, data)
     dims = ds.dims()
     for name, value in dims.items():
@@ -45,13 +52,30 @@ def evaluate_checkpoint(path: Path, data: str | None = None) -> dict:
     return doc
 
 
+MAX_GENERATE_BYTES = 1 << 20
+
+
 def generate_text(path: Path, prompt: str, n_bytes: int, temperature: float, seed: int) -> str:
-    """Sample ``n_bytes`` bytes after ``prompt`` from a language-model checkpoint."""
+    """Sample ``n_bytes`` bytes after ``prompt`` from a language-model checkpoint.
+
+    Raises SpecError for a temperature that is not a finite number > 0, a byte count outside
+    [0, MAX_GENERATE_BYTES], a seed outside [0, 2**63), a model that is not a byte model (vocab_size
+    other than 256: its tokens are not bytes) or a prompt byte the model's vocabulary lacks.
+    """
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise SpecError(f"--temperature: must be a finite number > 0 (value {temperature})")
+    if not 0 <= n_bytes <= MAX_GENERATE_BYTES:
+        raise SpecError(f"--bytes: must lie in [0, {MAX_GENERATE_BYTES}] (value {n_bytes})")
+    if not 0 <= seed < 1 << 63:
+        raise SpecError(f"--seed: must lie in [0, 2**63) (value {seed})")
     model = load_checkpoint(path)
     if model.spec.kind != "lm":
         raise SpecError(f"model: generate needs a language model, {path} holds a {model.spec.kind!r}")
-    if temperature <= 0:
-        raise SpecError(f"--temperature: must be > 0 (value {temperature})")
+    if model.spec.vocab_size != 256:
+        raise SpecError(
+            f"model.vocab_size: generate samples bytes and needs a vocabulary of 256 "
+            f"(value {model.spec.vocab_size})"
+        )
     g = torch.Generator().manual_seed(seed)
     out = list(prompt.encode()) or [10]
     ctx = model.spec.context

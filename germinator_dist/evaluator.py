@@ -406,7 +406,9 @@ class LayerEvaluator:
                     scores = sw.screen(cands)  # (N,)
                     top = scores.abs().topk(min(task.top_k, len(cands))).indices.tolist()
                     # dL/dg_k = alpha c score: search the descent direction (alpha may be negative)
-                    picks = [(int(cands[j]), (-1.0 if float(scores[j]) * sw.scale > 0 else 1.0,)) for j in top]
+                    picks = [
+                        (int(cands[j]), (-1.0 if float(scores[j]) * sw.scale > 0 else 1.0,)) for j in top
+                    ]
                 else:
                     picks = [(int(c), (1.0, -1.0)) for c in cands[: task.top_k]]
                 comps = layer.make_components([c for c, _ in picks], self.device) if picks else {}

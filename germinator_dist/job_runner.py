@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
+from collections.abc import Callable
 
 import ray
 
+from germinator_dist import lease
 from germinator_dist.driver import SearchDriver
-from germinator_dist.errors import GerminatorError
+from germinator_dist.errors import GerminatorError, JobBusy, TableError
 from germinator_dist.jobs import fitness_batch
 from germinator_dist.jobspec import JobSpec, load_dataset
 from germinator_dist.ray_pool import RayPool
@@ -36,48 +39,92 @@ def stop_trainer_with_search(spec: JobSpec) -> bool:
 
 
 def run_job(
-    table: SeedTable, job: str, *, redis_url: str | None = None, progress_interval: float = 0.5
+    table: SeedTable,
+    job: str,
+    *,
+    redis_url: str | None = None,
+    progress_interval: float = 0.5,
+    owner: str | None = None,
+    on_lease_lost: Callable[[], None] | None = None,
 ) -> JobState:
     """Run ``job`` to its end on the Ray cluster this process is connected to. Returns the final state.
 
-    Raises GerminatorError for a job that cannot run (unknown id, bad spec or data).
+    The job's driver lease is taken over first under ``owner`` (the id submit/resume claimed it for; by
+    default a fresh one), renewed while the job runs, and released with the final state after the workers
+    and the trainer are gone; ``on_lease_lost`` is called if another driver takes the job over meanwhile
+    (``main`` exits the process; by default it is only logged, and the final state is left to the new
+    holder). Raises JobBusy when another driver holds the job, GerminatorError for a job that cannot run
+    (unknown id, bad spec or data).
     """
     spec = JobSpec.model_validate_json(table.get_spec(job))
     dataset = load_dataset(spec.data)
     batch = fitness_batch(spec, dataset)
-    state = table.get_state(job)
-    if state != JobState.RUNNING:
-        table.set_state(job, JobState.RUNNING)
-    pool = RayPool(
-        spec.model.model_dump_json(),
-        batch.inputs.numpy(),
-        batch.targets.numpy(),
-        cpus=spec.workers.cpus,
-        gpus=spec.workers.gpus,
-        name_prefix=f"{job}-w",
-    )
-    trainer = None
-    try:
+    owner = owner or f"runner-{socket.gethostname()}-{os.getpid()}"
+    try:  # PENDING -> RUNNING in the same step
+        table.claim_lease(job, owner, lease.RUN_TTL_S, to_state=JobState.RUNNING)
+    except JobBusy:
+        raise
+    except TableError:
+        table.release_lease(job, owner)  # e.g. cancelled before this runner started: give the lease back
+        raise
+    keeper = lease.LeaseKeeper(table, job, owner, on_lost=on_lease_lost or (lambda: None)).start()
+    final = JobState.SUCCEEDED
+    pool = trainer = None
+    try:  # from here on, whatever fails ends the job FAILED and gives the lease back
+        if spec.workers.count == "auto":  # as many workers as the cluster places beside the trainer
+            from germinator_dist.ray_capacity import auto_workers
+
+            table.set_desired_workers(job, auto_workers(spec))
+        pool = RayPool(
+            spec.model.model_dump_json(),
+            batch.inputs.numpy(),
+            batch.targets.numpy(),
+            cpus=spec.workers.cpus,
+            gpus=spec.workers.gpus,
+            name_prefix=f"{job}-w",
+            job=job,
+        )
         if spec.mode in ("train", "hybrid"):
             from germinator_dist.trainer_actor import start_trainer
 
             trainer = start_trainer(redis_url or table.url, spec)
         if spec.mode in ("search", "hybrid"):
-            stats = SearchDriver(table, job, spec, pool, progress_interval=progress_interval).run()
+            from germinator_dist.ray_metrics import DriverMetrics
+
+            metrics = DriverMetrics(job)  # the driver's figures as Ray metrics
+            driver = SearchDriver(
+                table, job, spec, pool, progress_interval=progress_interval, on_report=metrics.on_report
+            )
+            stats = driver.run()
             log.info("search finished: %s", stats)
         if trainer is not None:
             trainer.wait_or_stop(search_done=stop_trainer_with_search(spec))
     except BaseException:
-        if table.get_state(job) == JobState.RUNNING:
-            table.set_state(job, JobState.FAILED)
+        final = JobState.FAILED
         raise
     finally:
-        pool.shutdown()
+        if pool is not None:
+            pool.shutdown()
         if trainer is not None:
             trainer.shutdown()
-    if table.get_state(job) == JobState.RUNNING:
-        table.set_state(job, JobState.SUCCEEDED)
+        keeper.stop()
+        _release(table, job, owner, final)  # the final state (if still RUNNING) and the release, one step
     return table.get_state(job)
+
+
+def _release(table: SeedTable, job: str, owner: str, final: JobState) -> None:
+    try:
+        if not table.release_lease(job, owner, final=final):
+            log.warning("job %s: the lease was no longer %s's; the final state was left alone", job, owner)
+    except GerminatorError as exc:
+        log.warning("job %s: releasing the driver lease failed: %s", job, exc)
+
+
+def _lease_lost() -> None:
+    """Another driver holds the job now: stop at once and write nothing more (Ray ends the actors of this
+    process's Ray job with it)."""
+    logging.shutdown()
+    os._exit(3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("job")
     p.add_argument("--redis", default=os.environ.get("GERMINATOR_REDIS_URL"), help="seed table Redis URL")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray address (default: auto)")
+    p.add_argument("--lease", help="the lease owner id submit/resume claimed the job for (its submission id)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not args.redis:
@@ -93,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ray.init(address=args.address or "auto", log_to_driver=False)
         with SeedTable(args.redis) as table:
-            state = run_job(table, args.job, redis_url=args.redis)
+            state = run_job(
+                table, args.job, redis_url=args.redis, owner=args.lease, on_lease_lost=_lease_lost
+            )
     except GerminatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -23,11 +23,14 @@ def fitness_batch(spec: JobSpec, dataset):
     return dataset.fitness_batch(f.batch_size, spec.model.context, f.seed, f.split)
 
 
-def create_job(table, spec: JobSpec, *, resume: bool = False) -> tuple[JobSpec, object]:
+def create_job(
+    table, spec: JobSpec, *, resume: bool = False, lease: tuple[str, float] | None = None
+) -> tuple[JobSpec, object]:
     """Resolve the spec against its data, and write the job (spec and initial layer rows) to the table.
 
-    The initial rows hold the spec's initial seeds and floats with their measured loss. Returns the
-    resolved spec (with its job id) and the dataset. Raises SpecError, TableError (existing id).
+    The initial rows hold the spec's initial seeds and floats with their measured loss. ``lease`` =
+    (owner, ttl seconds): the new job's driver lease, taken in the same write. Returns the resolved spec
+    (with its job id) and the dataset. Raises SpecError, TableError (existing id).
     """
     spec, dataset = resolve_job(spec.with_id())
     model = build_model(spec.model)
@@ -45,9 +48,10 @@ def create_job(table, spec: JobSpec, *, resume: bool = False) -> tuple[JobSpec, 
         spec.job,
         spec.model_dump_json(),
         rows,
-        spec.workers.count,
+        spec.workers.initial_count,
         resume=resume,
         seed_bits=spec.model.seed_bits,
+        lease=lease,
     )
     return spec, dataset
 

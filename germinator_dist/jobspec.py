@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,8 +23,15 @@ from germinator_dist.swap_proposer import SwapConfig
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+# Bounds of a spec file (docs/security.md, "Sizes"): its bytes, and its YAML nodes once aliases are expanded
+MAX_SPEC_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000
+MAX_LAYER_INDEX = 4095  # search.layers
+MAX_WORKER_CPUS, MAX_WORKER_GPUS = 1024.0, 64.0
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class DataSpec(_Frozen):
@@ -48,8 +55,8 @@ class DataSpec(_Frozen):
 class FitnessSpec(_Frozen):
     """The fixed batch on which the table's loss is defined (same for every evaluator and the trainer)."""
 
-    batch_size: int = Field(default=1024, ge=1, le=1_000_000)
-    seed: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=1024, strict=True, ge=1, le=1_000_000)
+    seed: int = Field(default=0, strict=True, ge=0, le=(1 << 63) - 1)
     # where the fitness batch comes from: the validation split carved from the training data (the default:
     # swaps verified on rows the trainer never fits generalize at least as well, docs/learning.md) or the
     # training split; never the test split
@@ -64,25 +71,29 @@ WHOLE_VECTOR_FIELDS = (
 
 class SearchSpec(_Frozen):
     proposer: str = "evolutionary"
-    population: int = Field(default=16, ge=2, le=100_000)
+    population: int = Field(default=16, strict=True, ge=2, le=100_000)
     # candidates per worker call: a number (fixed), or "auto": each worker's calls are sized from its own
     # measured seconds per candidate to take about ``call_seconds`` (a fast GPU worker gets big calls, a
     # slow CPU one small calls; Ray's ~1 ms per call stays a few percent); a first call has 8
     candidates_per_call: int | Literal["auto"] = "auto"
     call_seconds: float = Field(default=0.05, gt=0, le=3600)
-    max_candidates_per_call: int = Field(default=1024, ge=1, le=10_000)
-    in_flight_per_worker: int = Field(default=2, ge=1, le=64)
-    budget_evals: int | None = Field(default=2000, ge=1)
-    budget_seconds: float | None = Field(default=None, gt=0)
+    max_candidates_per_call: int = Field(default=1024, strict=True, ge=1, le=10_000)
+    in_flight_per_worker: int = Field(default=2, strict=True, ge=1, le=64)
+    budget_evals: int | None = Field(default=2000, strict=True, ge=1, le=10**15)
+    budget_seconds: float | None = Field(default=None, strict=True, gt=0, le=10**9)
     schedule: Literal["round_robin", "all"] = "round_robin"
-    calls_per_layer: int = Field(default=4, ge=1)  # round_robin: calls on a layer before moving on
-    layers: tuple[int, ...] | None = None  # which layers to search (default all)
+    # round_robin: calls on a layer before moving on
+    calls_per_layer: int = Field(default=4, strict=True, ge=1, le=10**9)
+    # which layers to search (default all); checked against the model's layers when the spec is resolved
+    layers: tuple[Annotated[int, Field(strict=True, ge=0, le=MAX_LAYER_INDEX)], ...] | None = Field(
+        default=None, min_length=1
+    )
     # which seed slots: indices into a layer's rank + 4 seeds (c0..c{r-1}, mask, scale, shift, bias;
     # docs/layout.md); default all. Checked against each searched layer's rank.
-    slots: tuple[int, ...] | None = None
-    refit_steps: int = Field(default=0, ge=0, le=10_000)
+    slots: tuple[Annotated[int, Field(strict=True)], ...] | None = None
+    refit_steps: int = Field(default=0, strict=True, ge=0, le=10_000)
     refit_lr: float = Field(default=0.02, gt=0, le=10)
-    rng_seed: int = Field(default=0, ge=0)
+    rng_seed: int = Field(default=0, strict=True, ge=0, le=(1 << 63) - 1)
     options: dict[str, Any] = Field(default_factory=dict)  # extra proposer fields
     # the swap search of component slots (the default; docs/learning.md); null: the whole-vector proposer
     # (``proposer``, ``slots``, ``refit_steps`` ...) searches instead
@@ -112,17 +123,35 @@ class SearchSpec(_Frozen):
 
 
 class WorkersSpec(_Frozen):
-    count: int = Field(default=2, ge=0, le=10_000)
-    cpus: float = Field(default=1.0, ge=0)
-    gpus: float = Field(default=0.0, ge=0)
-    min: int = Field(default=0, ge=0)
-    max: int = Field(default=64, ge=1)
+    # a number, or "auto": as many as the cluster's nodes can place beside the trainer, within [min, max]
+    # (resolved when the job's driver starts: ray_capacity.auto_workers)
+    count: int | Literal["auto"] = 2
+    cpus: float = Field(default=1.0, strict=True, ge=0, le=MAX_WORKER_CPUS)
+    gpus: float = Field(default=0.0, strict=True, ge=0, le=MAX_WORKER_GPUS)
+    min: int = Field(default=0, strict=True, ge=0, le=10_000)
+    max: int = Field(default=64, strict=True, ge=1, le=10_000)
+
+    @field_validator("count", mode="before")
+    @classmethod
+    def _count(cls, v):
+        ok = v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10_000)
+        if not ok:
+            raise ValueError("expected 'auto' or an integer in [0, 10000]")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> WorkersSpec:
-        if not self.min <= self.count <= self.max:
+        if self.min > self.max:
+            raise ValueError(f"min: must be <= max = {self.max} (value {self.min})")
+        if self.count != "auto" and not self.min <= self.count <= self.max:
             raise ValueError(f"count: must lie in [min, max] = [{self.min}, {self.max}] (value {self.count})")
         return self
+
+    @property
+    def initial_count(self) -> int:
+        """The desired count written when the job is created (``auto``: ``min``, at least 1, until the
+        job's driver resolves it on the cluster)."""
+        return self.count if self.count != "auto" else min(max(self.min, 1), self.max)
 
 
 class JobSpec(_Frozen):
@@ -240,19 +269,70 @@ def _proposer_fields(
     return fields
 
 
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """Nodes of a composed YAML document with every alias expanded (a node reached twice counts twice),
+    counted without expanding anything and stopping above ``limit``; an alias cycle counts as
+    ``limit + 1``."""
+    size: dict[int, int] = {}
+    open_: set[int] = set()  # nodes whose children are being counted
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            kids = [n for pair in node.value for n in pair]
+        else:
+            kids = node.value if isinstance(node, yaml.SequenceNode) else []
+        if done:
+            open_.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(k)] for k in kids)
+            if size[id(node)] > limit:
+                return size[id(node)]
+        elif id(node) not in size:
+            if id(node) in open_:  # reached again from inside itself: an alias cycle
+                return limit + 1
+            open_.add(id(node))
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids)
+    return size[id(root)]
+
+
 def read_yaml(path: str | Path, what: str = "spec"):
-    """Parse a YAML file. Raises SpecError naming ``what``, the file and (for bad YAML) the line."""
+    """Parse a YAML file (safe loader: plain data only). Raises SpecError naming ``what``, the file and
+    (for bad YAML) the line; also for a file above MAX_SPEC_BYTES, one that is not UTF-8 text, and a
+    document of more than MAX_YAML_NODES nodes once its aliases are expanded (an alias bomb)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError(f"{what}: cannot read {str(path)!r} ({exc.strerror})") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{what}: {str(path)!r} is larger than the bound of {MAX_SPEC_BYTES} bytes")
     try:
-        return yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{what}: {str(path)!r} is not UTF-8 text (byte {exc.start}; a binary file?)"
+        ) from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise SpecError(
+                f"{what}: {str(path)!r} expands to more than {MAX_YAML_NODES} YAML nodes "
+                "(aliases expanded; an alias bomb?)"
+            )
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise SpecError(f"{what}: {str(path)!r} is not valid YAML{where}") from None
+    except RecursionError:
+        raise SpecError(f"{what}: {str(path)!r} is nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def load_job_spec(path: str | Path) -> JobSpec:
@@ -285,4 +365,14 @@ def resolve_job(spec: JobSpec):
     dataset = load_dataset(spec.data)
     model = spec.model.resolved(**dataset.dims())
     model.require_resolved()
+    n_layers = len(model.layer_shapes())
+    layers = spec.search.layers or ()
+    for k in layers:
+        if k >= n_layers:
+            raise SpecError(
+                f"search.layers: the model has layers 0..{n_layers - 1}, there is no layer {k} "
+                f"(value {list(layers)})"
+            )
+    if len(set(layers)) != len(layers):
+        raise SpecError(f"search.layers: a layer is named twice (value {list(layers)})")
     return spec.model_copy(update={"model": model}), dataset

@@ -167,7 +167,8 @@ def _alive(state: dict) -> bool:
     return ok
 
 
-def _our_pids(marker: str) -> list[int]:
+def _our_pids(*markers: str) -> list[int]:
+    """Pids of processes whose command line holds one of ``markers`` (never this process)."""
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) == os.getpid():
@@ -176,9 +177,51 @@ def _our_pids(marker: str) -> list[int]:
             cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if marker in cmdline:
+        if any(m in cmdline for m in markers):
             pids.append(int(d.name))
     return pids
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) of a process from /proc, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()  # after "pid (comm)": the name may hold spaces
+    return fields[0], int(fields[1])
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a zombie has exited; only its parent can reap it)."""
+    st = _stat(pid)
+    return st is not None and st[0] not in ("Z", "X")
+
+
+def _with_descendants(pids: list[int]) -> list[int]:
+    """``pids`` and every process started under them (Ray's agents rename themselves ``ray::...``, so
+    only their parentage marks them)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and (st := _stat(int(d.name))) is not None:
+            children.setdefault(st[1], []).append(int(d.name))
+    found, todo = set(pids), list(pids)
+    while todo:
+        for kid in children.get(todo.pop(), ()):
+            if kid not in found and kid != os.getpid():
+                found.add(kid)
+                todo.append(kid)
+    return sorted(found)
+
+
+def _markers(state: dict | None, base: Path) -> list[str]:
+    """What marks a process of this stack's Ray: its temp dir in the command line, or (Ray's client
+    server and anything else started with ``--address``) the head's GCS address on loopback."""
+    markers = [str(base / "ray")]
+    gcs = state.get("ray_address") if state else None
+    if isinstance(gcs, str) and gcs.startswith("127.0.0.1:") and gcs[len("127.0.0.1:") :].isdigit():
+        markers.append(f"--address={gcs}")
+    return markers
 
 
 def down() -> list[str]:
@@ -186,15 +229,14 @@ def down() -> list[str]:
     state = read_state()
     stopped = []
     base = home()
-    marker = str(base / "ray")
-    pids = _our_pids(marker)
+    pids = _with_descendants(_our_pids(*_markers(state, base)))
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+    while time.monotonic() < deadline and any(_running(p) for p in pids):
         time.sleep(0.2)
     for pid in pids:
         try:

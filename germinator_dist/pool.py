@@ -55,6 +55,7 @@ class PoolStatus:
     retiring: int = 0
     lost: int = 0  # workers lost to failures since the start
     nodes: dict[str, str] = field(default_factory=dict)  # worker -> node id / host
+    waiting: str = ""  # why desired workers are not running yet (e.g. no node can place them), or ""
 
 
 class EvaluatorPool(Protocol):

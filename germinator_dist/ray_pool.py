@@ -26,6 +26,7 @@ from germinator_dist.records import EvalResult, Snapshot, SwapResult, SwapTask
 
 log = logging.getLogger("germinator.ray_pool")
 GET_TIMEOUT_S = 30.0
+WAITING_AFTER_S = 3.0  # a worker not running this long after it was asked for gets a reason in status
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)
@@ -33,12 +34,19 @@ class SeedWorker:
     """Holds a LayerEvaluator; evaluates batches of candidates for one layer at a time."""
 
     def __init__(
-        self, spec_json: str, inputs: np.ndarray, targets: np.ndarray, worker_id: str, use_gpu: bool
+        self,
+        spec_json: str,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        worker_id: str,
+        use_gpu: bool,
+        job: str = "",
     ) -> None:
         import torch
 
         from germinator_dist.evaluator import LayerEvaluator
         from germinator_dist.model import Batch
+        from germinator_dist.ray_metrics import WorkerMetrics
         from germinator_dist.spec import ModelSpec
 
         torch.set_num_threads(1)
@@ -49,6 +57,7 @@ class SeedWorker:
         )
         self.id = worker_id
         self._snapshot_json = ""
+        self.metrics = WorkerMetrics(job, worker_id)  # Ray metrics: calls and candidates of this worker
 
     def ping(self) -> dict:
         import os
@@ -70,6 +79,7 @@ class SeedWorker:
             self.evaluator.load_snapshot(snap.seeds(), snap.floats(), snap.versions)
             self._snapshot_json = snapshot_json
         res = self.evaluator.evaluate(layer, candidates, refit_steps, refit_lr)
+        self.metrics.on_call(len(candidates))
         return res.model_dump(mode="json")
 
     def swap(self, task_json: str, snapshot_json: str, seed_bits: int) -> dict:
@@ -78,7 +88,9 @@ class SeedWorker:
             snap = Snapshot.model_validate_json(snapshot_json)
             self.evaluator.load_snapshot(snap.seeds(), snap.floats(), snap.versions)
             self._snapshot_json = snapshot_json
-        res = self.evaluator.swap(SwapTask.model_validate_json(task_json), seed_bits)
+        task = SwapTask.model_validate_json(task_json)
+        res = self.evaluator.swap(task, seed_bits)
+        self.metrics.on_call(sum(st.block.count for st in task.slots))
         return res.model_dump(mode="json")
 
 
@@ -95,7 +107,9 @@ class RayPool:
         gpus: float = 0.0,
         name_prefix: str = "w",
         start_timeout_s: float = 600.0,
+        job: str = "",
     ) -> None:
+        self._job = job  # the job id the workers tag their Ray metrics with
         self._spec_json = spec_json
         self._inputs_ref = ray.put(inputs)  # sent to each worker once, at construction
         self._targets_ref = ray.put(targets)
@@ -112,6 +126,7 @@ class RayPool:
         self._lost = 0
         self._start_timeout = start_timeout_s
         self._started_at: dict[str, float] = {}
+        self._waiting: tuple[float, int, str] = (0.0, 0, "")  # (when, how many, reason): refreshed every 2 s
 
     # ---- membership -----------------------------------------------------------------------------
     def _start(self) -> None:
@@ -119,7 +134,7 @@ class RayPool:
         # scheduling_strategy set explicitly: never captured by a caller's placement group (e.g. a Tune trial)
         actor = SeedWorker.options(
             num_cpus=self._cpus, num_gpus=self._gpus, scheduling_strategy="DEFAULT"
-        ).remote(self._spec_json, self._inputs_ref, self._targets_ref, wid, self._gpus > 0)
+        ).remote(self._spec_json, self._inputs_ref, self._targets_ref, wid, self._gpus > 0, self._job)
         self._actors[wid] = actor
         self._starting[wid] = actor.ping.remote()
         self._started_at[wid] = time.monotonic()
@@ -129,6 +144,7 @@ class RayPool:
         self._ready.pop(wid, None)
         self._starting.pop(wid, None)
         self._retiring.discard(wid)
+        self._started_at.pop(wid, None)
         if actor is not None:
             try:
                 ray.kill(actor, no_restart=True)
@@ -183,7 +199,26 @@ class RayPool:
             retiring=len(self._retiring),
             lost=self._lost,
             nodes={w: self._ready[w].get("node", "") for w in live},
+            waiting=self._waiting_reason(),
         )
+
+    def _waiting_reason(self) -> str:
+        """Why workers asked for are not running: "" while none has waited WAITING_AFTER_S, else the
+        reason naming the resources (ray_capacity.waiting_reason), re-read from Ray at most every 2 s."""
+        now = time.monotonic()
+        n = sum(now - self._started_at.get(w, now) > WAITING_AFTER_S for w in self._starting)
+        if n == 0:
+            return ""
+        at, count, reason = self._waiting
+        if count != n or now - at > 2.0:
+            from germinator_dist.ray_capacity import waiting_reason
+
+            try:
+                reason = waiting_reason(self._cpus, self._gpus, n)
+            except Exception as exc:  # noqa: BLE001 - a reason is a courtesy; never stop the search for it
+                reason = f"{n} worker{'s' if n != 1 else ''} not running ({type(exc).__name__})"
+            self._waiting = (now, n, reason)
+        return reason
 
     def workers_info(self) -> dict[str, dict]:
         return dict(self._ready)

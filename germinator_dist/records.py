@@ -250,6 +250,26 @@ class JobInfo(_Record):
     created: float  # Redis server clock, seconds since the epoch
 
 
+class BrokenJob(_Record):
+    """A registered job whose registry row cannot be read (``SeedTable.list_jobs(each=True)``)."""
+
+    job: str
+    error: str
+
+
+class Lease(_Record):
+    """The claim that makes one driver the job's only driver (``SeedTable.lease``, docs/table.md)."""
+
+    owner: str  # the holder: a runner's Ray submission id (or runner-HOST-PID when run by hand)
+    since: float  # Redis server clock when this owner took it, seconds since the epoch
+    expires_at: float  # Redis server clock
+    expires_in: float  # seconds left when it was read; <= 0: expired (free for any claim)
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_in <= 0
+
+
 class Progress(_Record):
     """The driver's progress counters (monotonic) and gauges (last value set)."""
 

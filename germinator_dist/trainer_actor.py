@@ -1,19 +1,28 @@
 """The scale trainer as a Ray actor: runs ``trainer.run_trainer`` against the seed table on its own node.
 
 The trainer and the seed search meet only in the Redis table: the actor connects to
-Redis itself, loops sync -> train -> publish (compare-and-set per layer), and reports its totals.
+Redis itself, loops sync -> train -> publish (compare-and-set per layer), and reports its totals. After
+every round it exports its figures as Ray metrics (ray_metrics.TrainerMetrics) and adds a point to the
+job's trainer curve (the table document ``trainer_curve``: fitness and validation loss against time, what
+``germinator-dist plot`` draws beside the stream).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 
 import ray
 
+from germinator_dist.errors import GerminatorError
 from germinator_dist.jobspec import JobSpec
 
 log = logging.getLogger("germinator.trainer")
+CURVE_DOC = "trainer_curve"  # the table document holding the trainer's loss curve
+CURVE_MAX_POINTS = 4000  # a longer curve keeps every other point (the whole run at half the resolution)
+CURVE_WRITE_S = 1.0  # the curve is written to the table at most this often (and at the end)
 
 
 @ray.remote(max_restarts=0)
@@ -23,6 +32,7 @@ class TrainerActor:
 
         from germinator_dist.jobs import fitness_batch
         from germinator_dist.jobspec import load_dataset
+        from germinator_dist.ray_metrics import TrainerMetrics
         from germinator_dist.table import SeedTable
         from germinator_dist.trainer import ScaleTrainer
 
@@ -39,14 +49,31 @@ class TrainerActor:
             device=device,
             seed=self.spec.search.rng_seed,
         )
+        self.metrics = TrainerMetrics(self.spec.job)
+        self.curve: dict[str, list] = {"time": [], "steps": [], "fitness_loss": [], "validation_loss": []}
+        self._curve_written = 0.0
         self.stop_event = threading.Event()
         self.progress = None
         self.error: str | None = None
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
+    def _record(self, progress, *, final: bool = False) -> None:
+        """Add the round's point to the curve; write the curve to the table every CURVE_WRITE_S."""
+        val = progress.validation.loss if progress.validation is not None else None
+        point = (time.time(), progress.steps, progress.fitness_loss, val)
+        for name, v in zip(self.curve, point):
+            self.curve[name].append(v if v is None or v == v else None)  # NaN: not measured (JSON null)
+        if len(self.curve["time"]) > CURVE_MAX_POINTS:
+            self.curve = {k: v[::2] for k, v in self.curve.items()}
+        if final or time.monotonic() - self._curve_written > CURVE_WRITE_S:
+            self._curve_written = time.monotonic()
+            self.table.put_doc(self.spec.job, CURVE_DOC, json.dumps(self.curve))
+
     def _on_round(self, progress) -> None:
         self.progress = progress
+        self.metrics.on_round(progress)
+        self._record(progress)
         self.table.heartbeat(
             self.spec.job,
             "trainer",
@@ -66,9 +93,16 @@ class TrainerActor:
             self.progress = run_trainer(
                 self.trainer, self.table, self.spec.job, self.stop_event, on_round=self._on_round
             )
+            self.metrics.on_round(self.progress)
         except Exception as exc:  # noqa: BLE001 - reported to the runner
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("trainer failed")
+            return
+        try:
+            if self.progress.rounds:
+                self._record(self.progress, final=True)  # the curve's last point
+        except GerminatorError as exc:  # the curve is a courtesy: the table may be gone at the end
+            log.warning("trainer curve not written: %s", exc)
 
     def stop(self) -> None:
         self.stop_event.set()

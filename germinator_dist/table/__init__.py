@@ -40,6 +40,7 @@ from .commits import BATCH, CommitMixin
 from .conn import Connection, map_error, stream_script
 from .export import MAX_LAYERS, export_doc, parse_export
 from .jobs import JobRegistryMixin, decode_spec, state_arg
+from .lease import LeaseMixin
 from .stream import StreamEvent, decode_event, first_difference, replay
 
 __all__ = ["BATCH", "SeedTable", "StreamEvent"]
@@ -62,15 +63,20 @@ _SCRIPTS = (
     "READ_PROGRESS",
     "PUT_DOC",
     "GET_DOC",
+    "LEASE_CLAIM",
+    "LEASE_RENEW",
+    "LEASE_RELEASE",
+    "LEASE_READ",
 )
 
 
-class SeedTable(JobRegistryMixin, CommitMixin):
+class SeedTable(JobRegistryMixin, LeaseMixin, CommitMixin):
     """The seed table of every job on one Redis server. Thread-safe (redis-py pools connections).
 
     The job registry methods (create_job, list_jobs, set_state, heartbeat, progress, ...) are in
     ``table.jobs.JobRegistryMixin``, the writes (commit_seeds, commit_swap, publish_floats, ...) in
-    ``table.commits.CommitMixin``; the reads, the stream, export and import are here.
+    ``table.commits.CommitMixin``, the driver lease in ``table.lease.LeaseMixin``; the reads, the stream,
+    export and import are here.
     """
 
     def __init__(

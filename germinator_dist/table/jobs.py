@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 from ..errors import SpecError, TableError
-from ..records import Heartbeat, JobInfo, JobState, LayerEntry, Progress, Snapshot
+from ..records import BrokenJob, Heartbeat, JobInfo, JobState, LayerEntry, Progress, Snapshot
 from .codec import (
     REGISTRY_KEY,
     Keys,
@@ -36,6 +36,7 @@ from .codec import (
 )
 from .conn import Connection
 from .export import MAX_LAYERS
+from .lease import lease_ttl_ms
 
 _COUNTERS = ("evaluations", "accepted", "stale", "not_better")
 
@@ -62,6 +63,7 @@ class JobRegistryMixin:
         *,
         resume: bool = False,
         seed_bits: int = 63,
+        lease: tuple[str, float] | None = None,
     ) -> JobInfo:
         """Create a job (PENDING) with its initial layer rows, logged to the stream as ``init``. Versions and
         slot generations start at 0 (those of the given rows are not used).
@@ -70,6 +72,10 @@ class JobRegistryMixin:
         that the spec and every layer's rank and float count match, TableError otherwise) and only
         desired_workers is set. Raises SpecError for a bad id or spec, a seed wider than ``seed_bits``, a
         repeated component seed, floats that do not fit the layer's rank, a NaN loss.
+
+        ``lease`` = (owner, ttl seconds): a new job is created with its driver lease held by ``owner``, in the
+        same script, so no other driver can claim it between its creation and its runner's start (not used
+        when the job exists).
         """
         keys = Keys(job)
         check_spec_json(spec_json)
@@ -94,6 +100,8 @@ class JobRegistryMixin:
                 b"",
             ]
         args = [job, keys.prefix, "create", spec_json, len(layers), bits, desired, JobState.PENDING.value, 0]
+        if lease is not None:
+            rows += [check_member_id(lease[0]), lease_ttl_ms(lease[1])]
         made = self._run("CREATE", [keys.meta, keys.events, REGISTRY_KEY], args + rows, "create_job")
         if made == -1:
             if not resume:
@@ -120,10 +128,28 @@ class JobRegistryMixin:
         keys = Keys(job)
         return decode_info(job, self._run("INFO", [keys.meta], ["0"], "job_info"))
 
-    def list_jobs(self) -> list[JobInfo]:
-        """Every registered job, sorted by id. Raises TableError if the registry holds junk."""
-        rows = self._run("LIST_JOBS", [REGISTRY_KEY], [], "list_jobs")
-        return sorted((decode_info(r[0].decode(), r[1:]) for r in rows), key=lambda i: i.job)
+    @overload
+    def list_jobs(self) -> list[JobInfo]: ...
+    @overload
+    def list_jobs(self, *, each: bool) -> list[JobInfo | BrokenJob]: ...
+
+    def list_jobs(self, *, each: bool = False) -> list:
+        """Every registered job, sorted by id. Raises TableError if the registry holds junk; with ``each``, a
+        job whose registry row cannot be read is listed as a BrokenJob (naming the error) instead."""
+        rows = self._run("LIST_JOBS", [REGISTRY_KEY], ["each"] if each else [], "list_jobs")
+        out: list[JobInfo | BrokenJob] = []
+        for r in rows:
+            job = r[0].decode("utf-8", "replace")
+            if r[1] == b"!":
+                out.append(BrokenJob(job=job, error=r[2].decode("utf-8", "replace")))
+                continue
+            try:
+                out.append(decode_info(job, r[1:]))
+            except (TableError, SpecError, ValueError) as exc:
+                if not each:
+                    raise
+                out.append(BrokenJob(job=job, error=str(exc)))
+        return sorted(out, key=lambda i: i.job)
 
     def get_spec(self, job: str) -> str:
         """The job's spec JSON, as stored. Raises JobNotFound, TableError."""
@@ -172,6 +198,19 @@ class JobRegistryMixin:
         """Raises SpecError unless 0 <= n <= 100000, JobNotFound."""
         keys = Keys(job)
         self._run("SET_DESIRED", [keys.meta], [check_int(n, "desired_workers", 0, 100_000)], "set_desired")
+
+    def scale_workers(self, job: str, n: int, lo: int, hi: int) -> None:
+        """Set the desired worker count of a PENDING or RUNNING job (checked in the same script as the write).
+
+        Raises SpecError unless lo <= n <= hi (the spec's ``workers.min``/``max``), TableError for a finished
+        job, JobNotFound.
+        """
+        keys = Keys(job)
+        if isinstance(n, bool) or not isinstance(n, int) or not lo <= n <= hi:
+            raise SpecError(
+                f"--workers: {n!r} is outside the job's [workers.min, workers.max] = [{lo}, {hi}]"
+            )
+        self._run("SET_DESIRED", [keys.meta], [check_int(n, "desired_workers", 0, 100_000), job], "scale")
 
     # --- heartbeats and progress ----------------------------------------------------------------------------
 

@@ -271,14 +271,16 @@ return {fmt(meta.seed_bits), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]}
 
 # KEYS: meta, events, registry.  ARGV: job, prefix, mode ('create' | 'import' | 'replace'), spec, n_layers,
 # seed_bits, desired_workers, state, epoch, then per layer: seeds (packed), gens (packed), floats, loss,
-# version, writer, time ('' = now).  The caller has validated every value. Returns the epoch, or -1 if the
-# job exists (mode create / import).
+# version, writer, time ('' = now), then optionally a driver lease: owner, ttl_ms (taken with the job, in
+# the same script).  The caller has validated every value. Returns the epoch, or -1 if the job exists (mode
+# create / import).
 CREATE = lua_script(r"""
 local old = load_meta(KEYS[1], true)
 if old ~= nil and ARGV[3] ~= 'replace' then return -1 end
-local t = now()
+local t, ms = now()
 local n = tonumber(ARGV[5])
 local stale = {KEYS[2], ARGV[2] .. 'progress', ARGV[2] .. 'docs'}
+if old == nil then stale[#stale + 1] = ARGV[2] .. 'lease' end
 for _, role in ipairs({'worker', 'driver', 'trainer'}) do
   stale[#stale + 1] = ARGV[2] .. 'hb:' .. role
   stale[#stale + 1] = ARGV[2] .. 'hbdata:' .. role
@@ -303,6 +305,11 @@ end
 redis.call('HSET', KEYS[1], 'format', FORMAT, 'spec', ARGV[4], 'n_layers', ARGV[5], 'seed_bits', ARGV[6],
            'desired_workers', ARGV[7], 'state', ARGV[8], 'epoch', ARGV[9], 'created', t)
 redis.call('SADD', KEYS[3], ARGV[1])
+local lease = 10 + n * 7
+if ARGV[lease] then
+  redis.call('HSET', ARGV[2] .. 'lease', 'owner', ARGV[lease], 'expires', fmt(ms + tonumber(ARGV[lease + 1])),
+             'since', t)
+end
 return tonumber(ARGV[9])
 """)
 

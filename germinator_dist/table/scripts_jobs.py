@@ -16,7 +16,7 @@ if t == 'hash' then
   local v = redis.call('HGET', KEYS[1], 'n_layers')
   if v and string.match(v, '^%d+$') and #v < 7 then n = tonumber(v) end
 end
-local keys = {KEYS[1], KEYS[2], KEYS[3], ARGV[2] .. 'docs'}
+local keys = {KEYS[1], KEYS[2], KEYS[3], ARGV[2] .. 'docs', ARGV[2] .. 'lease'}
 for _, role in ipairs({'worker', 'driver', 'trainer'}) do
   keys[#keys + 1] = ARGV[2] .. 'hb:' .. role
   keys[#keys + 1] = ARGV[2] .. 'hbdata:' .. role
@@ -44,9 +44,13 @@ redis.call('HSET', KEYS[1], 'state', ARGV[1], 'state_time', t)
 return cur
 """)
 
-# KEYS: meta.  ARGV: desired worker count.
+# KEYS: meta.  ARGV: desired worker count, job id (given: only while the job is PENDING or RUNNING).
 SET_DESIRED = lua_script(r"""
-load_meta(KEYS[1])
+local meta = load_meta(KEYS[1])
+if ARGV[2] and not (@WRITABLE@)[meta.state] then
+  fail('GERM_STATE', 'job ' .. ARGV[2] .. ' is ' .. meta.state
+       .. '; only a PENDING or RUNNING job can be scaled')
+end
 redis.call('HSET', KEYS[1], 'desired_workers', ARGV[1])
 return 1
 """)
@@ -99,12 +103,11 @@ end
 return out
 """)
 
-# KEYS: registry.  ARGV: none.  Returns {job, state, n_layers, seed_bits, epoch, desired, created}...
+# KEYS: registry.  ARGV: 'each' (optional: a job that cannot be read becomes {job, '!', error} instead of
+# failing the whole listing).  Returns {job, state, n_layers, seed_bits, epoch, desired, created}...
 LIST_JOBS = lua_script(r"""
 want_type(KEYS[1], 'set', true)
-local jobs = redis.call('SMEMBERS', KEYS[1])
-local out = {}
-for _, job in ipairs(jobs) do
+local function row(job)
   local key = 'germ:{' .. job .. '}:meta'
   if not string.match(job, '^[A-Za-z0-9][A-Za-z0-9_.-]*$') or #job > 64 then
     fail('GERM_TABLE', 'registry ' .. KEYS[1] .. ' holds an invalid job id ' .. show(job))
@@ -115,8 +118,21 @@ for _, job in ipairs(jobs) do
   end
   local m = load_meta(key)
   local created = redis.call('HGET', key, 'created')
-  out[#out + 1] = {job, m.state, fmt(m.n_layers), fmt(m.seed_bits), fmt(m.epoch), fmt(m.desired_workers),
-                   created}
+  return {job, m.state, fmt(m.n_layers), fmt(m.seed_bits), fmt(m.epoch), fmt(m.desired_workers), created}
+end
+local out = {}
+for _, job in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if ARGV[1] == 'each' then
+    local ok, res = pcall(row, job)
+    if ok then out[#out + 1] = res
+    else
+      local msg = res
+      if type(res) == 'table' then msg = res.err or res.error or 'unreadable' end
+      out[#out + 1] = {job, '!', tostring(msg)}
+    end
+  else
+    out[#out + 1] = row(job)
+  end
 end
 return out
 """)
@@ -150,4 +166,70 @@ GET_DOC = lua_script(r"""
 load_meta(KEYS[1])
 want_type(KEYS[2], 'hash', true)
 return redis.call('HGET', KEYS[2], ARGV[1])
+""")
+
+# --- the driver lease: at most one driver per job (docs/table.md, "The driver lease") -----------------------
+
+# KEYS: meta, lease.  ARGV: owner, ttl_ms, take_from (a holder this claim may replace even before its lease
+# expires: one Ray says has ended; '' = none), allowed states (space separated), state to move to ('' =
+# keep; applied when it is a legal transition).  The lease is free when absent or expired.
+# Returns {1, previous state} or, when another owner holds it, {0, owner, ms left, since}.
+LEASE_CLAIM = lua_script(r"""
+local meta = load_meta(KEYS[1])
+want_type(KEYS[2], 'hash', true)
+local t, ms = now()
+local cur = redis.call('HMGET', KEYS[2], 'owner', 'expires', 'since')
+if cur[1] then
+  local exp = uint(KEYS[2], 'expires', cur[2])
+  if cur[1] ~= ARGV[1] and cur[1] ~= ARGV[3] and exp > ms then
+    return {0, cur[1], fmt(exp - ms), cur[3] or ''}
+  end
+end
+if not string.find(' ' .. ARGV[4] .. ' ', ' ' .. meta.state .. ' ', 1, true) then
+  fail('GERM_STATE', 'job ' .. KEYS[1] .. ' is ' .. meta.state .. '; a driver may claim it only while '
+       .. ARGV[4])
+end
+local to = ARGV[5]
+if to ~= '' and to ~= meta.state and (@TRANSITIONS@)[meta.state][to] then
+  redis.call('HSET', KEYS[1], 'state', to, 'state_time', t)
+end
+local since = t
+if cur[1] == ARGV[1] and cur[3] then since = cur[3] end
+redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'expires', fmt(ms + tonumber(ARGV[2])), 'since', since)
+return {1, meta.state}
+""")
+
+# KEYS: meta, lease.  ARGV: owner, ttl_ms.  Returns 1 (renewed) or 0 (another owner holds it, or none).
+LEASE_RENEW = lua_script(r"""
+load_meta(KEYS[1])
+want_type(KEYS[2], 'hash', true)
+if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[1] then return 0 end
+local _, ms = now()
+redis.call('HSET', KEYS[2], 'expires', fmt(ms + tonumber(ARGV[2])))
+return 1
+""")
+
+# KEYS: meta, lease.  ARGV: owner, final state ('' = none; set only while RUNNING).  The owner's last
+# word: the final state and the release happen together, so a driver that lost its lease cannot end a job
+# another driver runs.  Returns 1 (released) or 0 (the lease is not the owner's; nothing changed).
+LEASE_RELEASE = lua_script(r"""
+local meta = load_meta(KEYS[1])
+want_type(KEYS[2], 'hash', true)
+if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[1] then return 0 end
+if ARGV[2] ~= '' and meta.state == 'RUNNING' and ARGV[2] ~= 'RUNNING' then
+  local t = now()
+  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'state_time', t)
+end
+redis.call('DEL', KEYS[2])
+return 1
+""")
+
+# KEYS: meta, lease.  Returns {now_ms, owner, expires_ms, since} or {now_ms} when nobody holds it.
+LEASE_READ = lua_script(r"""
+load_meta(KEYS[1])
+want_type(KEYS[2], 'hash', true)
+local _, ms = now()
+local cur = redis.call('HMGET', KEYS[2], 'owner', 'expires', 'since')
+if not cur[1] then return {fmt(ms)} end
+return {fmt(ms), cur[1], cur[2] or '', cur[3] or ''}
 """)

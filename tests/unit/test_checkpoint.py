@@ -13,6 +13,7 @@ import torch
 from germinator_dist import prng
 from germinator_dist.checkpoint import (
     FORMAT_VERSION,
+    _digest,
     checkpoint_bytes,
     checkpoint_dict,
     encode_seeds,
@@ -123,6 +124,10 @@ def test_list_form_loads(tmp_path):
 
 
 def write(tmp_path, data):
+    """Write ``data``; a dict without a digest is signed first (an edit whose digest was recomputed:
+    the digest catches corruption, it is no signature), so the check under test is the one that fires."""
+    if isinstance(data, dict) and "sha256" not in data:
+        data = {**data, "sha256": _digest(data)}
     p = tmp_path / "bad.json"
     p.write_text(json.dumps(data) if not isinstance(data, str) else data)
     return p
@@ -272,7 +277,7 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="cannot write .*disk full"):
         save_checkpoint(trained_model(seed=2), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.json"]

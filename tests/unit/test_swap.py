@@ -1,7 +1,6 @@
 """Swap search in the worker: the gradient screen is the first-order effect of a candidate component, and
 every verified swap's loss is the plain model's loss with that slot replaced."""
 
-
 import pytest
 import torch
 
