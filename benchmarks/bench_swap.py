@@ -49,7 +49,7 @@ from local_redis import local_redis, redis_url
 from germinator_dist.data import load_digits_dataset, load_text_dataset
 from germinator_dist.evaluator import LayerEvaluator
 from germinator_dist.jobs import create_job, fitness_batch
-from germinator_dist.jobspec import JobSpec, SearchSpec, WorkersSpec
+from germinator_dist.jobspec import FitnessSpec, JobSpec, SearchSpec, WorkersSpec
 from germinator_dist.model import build_model
 from germinator_dist.records import CandidateBlock, SlotTask, SwapTask
 from germinator_dist.spec import ModelSpec
@@ -177,7 +177,8 @@ def make_benches() -> list[LayerBench]:
 def swap_job(job: str, workers: int, seconds: float) -> JobSpec:
     model = ModelSpec(hidden=(256, 256), rank=32, seed_bits=BITS)
     search = SearchSpec(swap=SwapConfig(candidates=N, top_k=K), budget_evals=None, budget_seconds=seconds)
-    return JobSpec(job=job, mode="search", model=model, search=search,
+    fitness = FitnessSpec(batch_size=1024, split="train")  # the in-process rows' batch: calls comparable
+    return JobSpec(job=job, mode="search", model=model, search=search, fitness=fitness,
                    workers=WorkersSpec(count=workers, max=64))  # fmt: skip
 
 
