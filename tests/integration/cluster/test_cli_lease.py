@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from test_cli import CLI, ROOT, cleanup, wait_for, write_spec
 
-from germinator_dist import service
+from germinator_dist.service import operations as service
 from germinator_dist.table import SeedTable
 
 
