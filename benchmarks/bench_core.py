@@ -47,11 +47,11 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from germinator_dist import prng
-from germinator_dist.checkpoint import checkpoint_bytes
-from germinator_dist.layers import ROLE, SeedLinear
-from germinator_dist.model import GerminatorMLP, build_model
-from germinator_dist.spec import ModelSpec
+from germinator_dist.config import ModelSpec
+from germinator_dist.core import prng
+from germinator_dist.core.checkpoint import checkpoint_bytes
+from germinator_dist.core.layers import ROLE, SeedLinear
+from germinator_dist.core.model import GerminatorMLP, build_model
 
 MB = 1 << 20
 KIB = 1 << 10

@@ -19,12 +19,12 @@ Cores: ``train`` uses one (the trainer actor), ``hybrid`` one trainer and ``--cp
 one. The budget is the search's ``budget_seconds`` and the trainer's ``budget_s``; actor start-up comes on
 top (the ``wall s`` column). The eager Philox path is used (``GERMINATOR_PRNG_COMPILE=0`` unless set).
 
-The GERMINATOR rows are real jobs: the benchmark starts a redis-server on a free loopback port and a local
-Ray instance, writes each job with ``jobs.create_job`` and runs it with ``job_runner.run_job`` (worker
-actors, trainer actor, search driver), exactly as ``germinator-dist submit`` would on a cluster. After each
-job the final snapshot is exported with ``checkpoint.save_checkpoint``; the reported test metric is
-measured on the model loaded back from that file, so the numbers are those of the few-kilobyte artifact.
-The fitness batch (what swaps are verified on) comes from ``--fitness-split``: the training split or the
+The GERMINATOR rows are real jobs: the benchmark starts a redis-server on a free loopback port and a local Ray
+instance, writes each job with ``search.job_setup.create_job`` and runs it with ``distributed.runner.run_job``
+(worker actors, trainer actor, search driver), exactly as ``germinator-dist submit`` would on a cluster. After
+each job the final snapshot is exported with ``checkpoint.save_checkpoint``; the reported test metric is
+measured on the model loaded back from that file, so the numbers are those of the few-kilobyte artifact. The
+fitness batch (what swaps are verified on) comes from ``--fitness-split``: the training split or the
 validation split carved from it, never the test split; the test split serves only the reported metric.
 
 Tasks: scikit-learn's digits (64-256-256-10 MLP, one task per ``--digits-ranks`` entry) and a byte-level
@@ -65,12 +65,18 @@ import torch  # noqa: E402
 from local_redis import local_redis, redis_url  # noqa: E402
 from torch import nn  # noqa: E402
 
-from germinator_dist.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from germinator_dist.driver import best_loss  # noqa: E402
-from germinator_dist.job_runner import run_job  # noqa: E402
-from germinator_dist.jobs import accuracy, create_job, fitness_batch, model_from_snapshot  # noqa: E402
-from germinator_dist.jobspec import JobSpec, parse_job_spec, resolve_job  # noqa: E402
-from germinator_dist.model import Batch, GerminatorModel, build_model  # noqa: E402
+from germinator_dist.config import JobSpec, parse_job_spec  # noqa: E402
+from germinator_dist.core.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from germinator_dist.core.metrics import accuracy  # noqa: E402
+from germinator_dist.core.model import Batch, GerminatorModel, build_model  # noqa: E402
+from germinator_dist.distributed.runner import run_job  # noqa: E402
+from germinator_dist.search.driver import best_loss  # noqa: E402
+from germinator_dist.search.job_setup import (  # noqa: E402
+    create_job,
+    fitness_batch,
+    model_from_snapshot,
+    resolve_job,  # noqa: E402
+)
 from germinator_dist.table import SeedTable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent

@@ -5,7 +5,7 @@
     python benchmarks/bench_proposers.py --rank 32  # a rank-32 layer (36 seeds) instead of rank 4
 
 A layer of rank r holds r + 4 seeds: components c0..c{r-1}, then mask, scale, shift, bias (docs/layout.md);
-no candidate repeats a component seed. Objectives (germinator_dist.proposers.toy_objectives), all r + 4
+no candidate repeats a component seed. Objectives (germinator_dist.search.proposers.toy_objectives), all r + 4
 slots searched, incumbent = components 0..r-1 and all-zero layer seeds:
   * hash8 / hash32: SeparableHashLandscape at 8 / 32-bit seeds -- one random term per slot plus a weak
     coupling of neighbouring slots; lower is better, the floor is about 0 (the start is printed).
@@ -25,8 +25,8 @@ import statistics
 import time
 import warnings
 
-from germinator_dist.proposers import make_proposer
-from germinator_dist.proposers.toy_objectives import HammingToTarget, SeparableHashLandscape
+from germinator_dist.search.proposers import make_proposer
+from germinator_dist.search.proposers.toy_objectives import HammingToTarget, SeparableHashLandscape
 
 PROPOSERS = (
     "random",

@@ -6,9 +6,9 @@
              --fixed-call N (8), --capacity-workers N (256), --aof always|everysec|no, --markdown
 
 Every row is measured in this one run on the same objective: a GerminatorMLP 64-256-256-10 (rank 16, 16-bit
-seeds) on scikit-learn's digits, the loss on the job's fitness batch (``jobs.fitness_batch``: 1024 rows),
-one layer searched (layer 1, the 256x256 one), no float refit (``refit_steps=0``). The benchmark starts its
-own redis-server (the seed table) and a private local Ray on 127.0.0.1, and prints one table:
+seeds) on scikit-learn's digits, the loss on the job's fitness batch (``search.job_setup.fitness_batch``: 1024
+rows), one layer searched (layer 1, the 256x256 one), no float refit (``refit_steps=0``). The benchmark starts
+its own redis-server (the seed table) and a private local Ray on 127.0.0.1, and prints one table:
 
 * **ideal**: the same forward computation (layer 1 on the cached activations entering it, relu, layer 2,
   cross-entropy) with every weight already stored in memory: no generation, no Ray, one thread (a worker
@@ -45,7 +45,7 @@ import os
 import tempfile
 
 # Ray on 127.0.0.1 only, no token auth (local, loopback), no usage stats, private temp dir: set before
-# ray is imported anywhere (germinator_dist.ray_pool imports it).
+# ray is imported anywhere (germinator_dist.distributed.ray_pool imports it).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -71,15 +71,23 @@ from rich import box  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from germinator_dist.data import load_digits_dataset  # noqa: E402
-from germinator_dist.driver import SearchDriver  # noqa: E402
-from germinator_dist.evaluator import LayerEvaluator  # noqa: E402
-from germinator_dist.jobs import create_job, fitness_batch  # noqa: E402
-from germinator_dist.jobspec import FitnessSpec, JobSpec, SearchSpec, WorkersSpec, _proposer_fields  # noqa: E402
-from germinator_dist.pool import Completion, PoolStatus, Task  # noqa: E402
-from germinator_dist.proposers import make_proposer  # noqa: E402
+from germinator_dist.config import (  # noqa: E402
+    FitnessSpec,
+    JobSpec,
+    ModelSpec,  # noqa: E402
+    SearchSpec,
+    WorkersSpec,
+)
+from germinator_dist.core.data import load_digits_dataset  # noqa: E402
 from germinator_dist.records import EvalResult, JobState  # noqa: E402
-from germinator_dist.spec import ModelSpec  # noqa: E402
+from germinator_dist.search.driver import SearchDriver  # noqa: E402
+from germinator_dist.search.evaluator import LayerEvaluator  # noqa: E402
+from germinator_dist.search.job_setup import create_job, fitness_batch  # noqa: E402
+from germinator_dist.search.pool import Completion, PoolStatus, Task  # noqa: E402
+from germinator_dist.search.proposers import (
+    make_proposer,  # noqa: E402
+    proposer_fields,  # noqa: E402
+)
 from germinator_dist.table import SeedTable  # noqa: E402
 
 LAYER = 1  # the 256x256 layer of 64-256-256-10
@@ -111,7 +119,7 @@ def make_spec(job: str, workers: int, seconds: float, cands: int | str) -> JobSp
 def ask_candidates(spec: JobSpec, snap, n: int, rng_seed: int = 1) -> list[tuple[int, ...]]:
     """``n`` children of the incumbent from the evolutionary proposer (what the driver would send)."""
     entry = snap.layers[LAYER]
-    fields = _proposer_fields(spec, entry.seeds) | {"rng_seed": rng_seed}
+    fields = proposer_fields(spec, entry.seeds) | {"rng_seed": rng_seed}
     prop = make_proposer("evolutionary", incumbent_loss=entry.loss, **fields)
     return [c.seeds for c in prop.ask(n)]
 
@@ -246,7 +254,7 @@ def actor_pool_map(actors, spec: JobSpec, snap, seconds: float, rng_seed: int) -
     prop = make_proposer(
         "evolutionary",
         incumbent_loss=entry.loss,
-        **(_proposer_fields(spec, entry.seeds) | {"rng_seed": rng_seed}),
+        **(proposer_fields(spec, entry.seeds) | {"rng_seed": rng_seed}),
     )
     snap_json = snap.model_dump_json()
     ap = ActorPool(list(actors))
@@ -270,10 +278,10 @@ def _tune_trial(config, spec_json, inputs, targets, snap_json, compiled):
 
     from ray import tune as _tune
 
-    from germinator_dist.evaluator import LayerEvaluator as _LE
-    from germinator_dist.model import Batch
+    from germinator_dist.config import ModelSpec as _MS
+    from germinator_dist.core.model import Batch
     from germinator_dist.records import Snapshot
-    from germinator_dist.spec import ModelSpec as _MS
+    from germinator_dist.search.evaluator import LayerEvaluator as _LE
 
     os.environ["GERMINATOR_PRNG_COMPILE"] = "1" if compiled else "0"
     torch.set_num_threads(1)
@@ -430,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from germinator_dist.ray_pool import RayPool
+    from germinator_dist.distributed.ray_pool import RayPool
 
     rates: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}  # per round, against the ideal measured next to the row

@@ -46,14 +46,13 @@ import torch
 from bench_search import FirstN, run_driver, schedstat, timed  # sets Ray's environment (before ray)
 from local_redis import local_redis, redis_url
 
-from germinator_dist.data import load_digits_dataset, load_text_dataset
-from germinator_dist.evaluator import LayerEvaluator
-from germinator_dist.jobs import create_job, fitness_batch
-from germinator_dist.jobspec import FitnessSpec, JobSpec, SearchSpec, WorkersSpec
-from germinator_dist.model import build_model
+from germinator_dist.config import FitnessSpec, JobSpec, ModelSpec, SearchSpec, WorkersSpec
+from germinator_dist.core.data import load_digits_dataset, load_text_dataset
+from germinator_dist.core.model import build_model
 from germinator_dist.records import CandidateBlock, SlotTask, SwapTask
-from germinator_dist.spec import ModelSpec
-from germinator_dist.swap_proposer import SwapConfig
+from germinator_dist.search.evaluator import LayerEvaluator
+from germinator_dist.search.job_setup import create_job, fitness_batch
+from germinator_dist.search.swap_proposer import SwapConfig
 
 N, K = 1024, 4  # candidates screened per swap call, verified per call
 EVAL_CALL = 32  # candidates per LayerEvaluator.evaluate call (the forward-loss baseline)
@@ -185,7 +184,7 @@ def swap_job(job: str, workers: int, seconds: float) -> JobSpec:
 def driver_rows(rounds: int, seconds: float, say) -> tuple[dict, list[str]]:
     import ray
 
-    from germinator_dist.ray_pool import RayPool
+    from germinator_dist.distributed.ray_pool import RayPool
     from germinator_dist.table import SeedTable
 
     rows: dict[int, list] = {1: [], 2: []}  # workers -> [(considered/s, stats)]

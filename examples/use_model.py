@@ -15,8 +15,8 @@ import sys
 
 import torch
 
-from germinator_dist.checkpoint import load_checkpoint
-from germinator_dist.model import GerminatorModel, build_model
+from germinator_dist.core.checkpoint import load_checkpoint
+from germinator_dist.core.model import GerminatorModel, build_model
 
 
 def load(path: str, device: str | None = None) -> GerminatorModel:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         x = torch.tensor([list(prompt[-model.spec.context :])], device=device)  # (1, T)
         out["next_byte_probs"] = probs.cpu().tolist()
     else:
-        from germinator_dist.data import load_digits_dataset
+        from germinator_dist.core.data import load_digits_dataset
 
         if model.spec.input_dim == 64 and model.spec.num_classes == 10:  # digits: its test split
             data = load_digits_dataset()

@@ -9,7 +9,7 @@ Layout conventions shared by every part of the system (docs/layout.md):
   * every seed slot has a generation: how many accepted changes of that slot's seed the table has seen
     (a slot-level commit is judged against its own slot's generation, docs/layout.md);
   * a layer's floats are one flat list ``[alpha, beta, g(r), e[0][0](r), e[0][1](r), ..., e[k-1][e_k-1](r)]``
-    (see ``germinator_dist.layers.SeedLinear.float_names``).
+    (see ``germinator_dist.core.layers.SeedLinear.float_names``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 LAYER_SEED_NAMES: tuple[str, ...] = ("mask", "scale", "shift", "bias")
 N_LAYER_SEEDS = len(LAYER_SEED_NAMES)
+SEED_WIDTHS = (8, 16, 32, 63)  # the allowed seed_bits: a seed is an unsigned integer this many bits wide
 MAX_RANK = 4096
 
 
@@ -311,7 +312,7 @@ class TableEvent(_Record):
     time: float
 
 
-# --- scale trainer records (germinator_dist.trainer) ----------------------------------------------------
+# --- scale trainer records (train/trainer.py) ----------------------------------------------------------
 
 
 class FloatPublication(_Record):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from germinator_dist.jobs import create_job
-from germinator_dist.jobspec import parse_job_spec
+from germinator_dist.config import parse_job_spec
 from germinator_dist.records import JobState
+from germinator_dist.search.job_setup import create_job
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

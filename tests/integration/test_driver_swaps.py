@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 
-from germinator_dist.driver import SearchDriver
-from germinator_dist.evaluator import LayerEvaluator
-from germinator_dist.jobs import create_job, fitness_batch
-from germinator_dist.jobspec import parse_job_spec
-from germinator_dist.pool import LocalPool
+from germinator_dist.config import parse_job_spec
 from germinator_dist.records import JobState
+from germinator_dist.search.driver import SearchDriver
+from germinator_dist.search.evaluator import LayerEvaluator
+from germinator_dist.search.job_setup import create_job, fitness_batch
+from germinator_dist.search.pool import LocalPool
 
 
 def make(table, job_id, budget):

@@ -9,10 +9,10 @@ from urllib.parse import quote
 
 import pytest
 
-from germinator_dist import service
+from germinator_dist.config import parse_job_spec
 from germinator_dist.errors import ConnectionFailed, TableError
-from germinator_dist.jobs import create_job
-from germinator_dist.jobspec import parse_job_spec
+from germinator_dist.search.job_setup import create_job
+from germinator_dist.service import operations as service
 from germinator_dist.table import SeedTable
 from germinator_dist.table.conn import PASSWORD_ENV
 

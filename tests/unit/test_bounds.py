@@ -11,14 +11,21 @@ import numpy as np
 import pytest
 import yaml
 
-from germinator_dist import spec as bounds
-from germinator_dist.checkpoint import _digest, checkpoint_dict, load_checkpoint, save_checkpoint
-from germinator_dist.data import load_arrays_dataset, load_text_dataset
+from germinator_dist import config as bounds
+from germinator_dist.config import (
+    MAX_SPEC_BYTES,
+    MAX_YAML_NODES,
+    ModelSpec,
+    load_job_spec,
+    load_model_spec,
+    parse_job_spec,
+)
+from germinator_dist.core.checkpoint import _digest, checkpoint_dict, load_checkpoint, save_checkpoint
+from germinator_dist.core.data import load_arrays_dataset, load_text_dataset
+from germinator_dist.core.metrics import evaluate_checkpoint, generate_text
+from germinator_dist.core.model import build_model
 from germinator_dist.errors import CheckpointError, SpecError
-from germinator_dist.evaluate import evaluate_checkpoint, generate_text
-from germinator_dist.jobspec import MAX_SPEC_BYTES, MAX_YAML_NODES, load_job_spec, parse_job_spec, resolve_job
-from germinator_dist.model import build_model
-from germinator_dist.spec import ModelSpec, load_model_spec
+from germinator_dist.search.job_setup import resolve_job
 
 SMALL = {"model": {"hidden": [8], "rank": 2}, "search": {"swap": None}}
 

@@ -10,8 +10,9 @@ import random
 import pytest
 import torch
 
-from germinator_dist import prng
-from germinator_dist.checkpoint import (
+from germinator_dist.config import ModelSpec
+from germinator_dist.core import prng
+from germinator_dist.core.checkpoint import (
     FORMAT_VERSION,
     _digest,
     checkpoint_bytes,
@@ -22,9 +23,8 @@ from germinator_dist.checkpoint import (
     save_checkpoint,
     seed_width,
 )
+from germinator_dist.core.model import build_model
 from germinator_dist.errors import CheckpointError
-from germinator_dist.model import build_model
-from germinator_dist.spec import ModelSpec
 
 SPEC = ModelSpec(input_dim=64, hidden=(256, 256), num_classes=10, rank=16)
 LM = ModelSpec(kind="lm", vocab_size=40, d_model=8, d_ff=12, n_blocks=1, context=6, rank=5, splits=(2, 3))
@@ -285,8 +285,8 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path, monkeypatch):
 
 
 def test_an_lm_checkpoint_generates_text_and_a_classifier_is_refused(tmp_path):
+    from germinator_dist.core.metrics import generate_text
     from germinator_dist.errors import SpecError
-    from germinator_dist.evaluate import generate_text
 
     lm = ModelSpec(kind="lm", d_model=16, d_ff=16, n_blocks=1, context=8, rank=4, vocab_size=256)
     save_checkpoint(build_model(lm), tmp_path / "lm.json")

@@ -4,7 +4,7 @@ test), the fitness batch comes from train or validation and never from test."""
 import pytest
 import torch
 
-from germinator_dist.data import load_digits_dataset, load_text_dataset
+from germinator_dist.core.data import load_digits_dataset, load_text_dataset
 from germinator_dist.errors import SpecError
 
 

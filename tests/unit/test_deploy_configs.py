@@ -684,7 +684,7 @@ def _documented_invocations() -> list[tuple[str, str]]:
 
 
 def test_documented_commands_parse_with_the_cli(capsys):
-    from germinator_dist.cli import build_parser
+    from germinator_dist.cli.commands import build_parser
 
     parser = build_parser()
     commands = {a.dest: a for a in parser._actions if a.dest == "command"}["command"].choices

@@ -13,13 +13,13 @@ import time
 import pytest
 from memory_table import MemoryTable
 
-from germinator_dist.driver import SearchDriver
-from germinator_dist.evaluator import LayerEvaluator
-from germinator_dist.jobs import fitness_batch
-from germinator_dist.jobspec import parse_job_spec, resolve_job
-from germinator_dist.model import build_model
-from germinator_dist.pool import Completion, LocalPool
+from germinator_dist.config import parse_job_spec
+from germinator_dist.core.model import build_model
 from germinator_dist.records import CommitOutcome, JobState, LayerEntry
+from germinator_dist.search.driver import SearchDriver
+from germinator_dist.search.evaluator import LayerEvaluator
+from germinator_dist.search.job_setup import fitness_batch, resolve_job
+from germinator_dist.search.pool import Completion, LocalPool
 
 JOB = "unit-job"
 

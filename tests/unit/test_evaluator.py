@@ -8,14 +8,14 @@ import random
 import pytest
 import torch
 
-from germinator_dist import prng
-from germinator_dist.data import load_digits_dataset, load_text_dataset
+from germinator_dist.config import ModelSpec
+from germinator_dist.core import prng
+from germinator_dist.core.data import load_digits_dataset, load_text_dataset
+from germinator_dist.core.model import build_model
 from germinator_dist.errors import SpecError
-from germinator_dist.evaluator import LayerEvaluator
-from germinator_dist.model import build_model
 from germinator_dist.records import duplicate_component
-from germinator_dist.spec import ModelSpec
-from germinator_dist.stage_scorer import StageScorer
+from germinator_dist.search.evaluator import LayerEvaluator
+from germinator_dist.search.stage_scorer import StageScorer
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +221,7 @@ def test_many_tensors_in_one_call_have_the_same_bits(monkeypatch, compiled):
 
 
 def test_layer_tensors_and_components_match_generate():
-    from germinator_dist.layers import SeedLinear
+    from germinator_dist.core.layers import SeedLinear
 
     layer = SeedLinear(40, 24, 3, seeds=tuple(range(1, 8)))
     other = tuple(range(100, 107))

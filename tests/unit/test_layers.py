@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from germinator_dist import prng
+from germinator_dist.core import prng
+from germinator_dist.core.layers import ROLE, SeedLinear, component_phi
 from germinator_dist.errors import SpecError
-from germinator_dist.layers import ROLE, SeedLinear, component_phi
 
 
 def seeds_for(rank: int, base: int = 11) -> tuple[int, ...]:

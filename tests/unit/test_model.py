@@ -4,9 +4,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from germinator_dist.config import ModelSpec, load_model_spec
+from germinator_dist.core.model import Batch, GerminatorLM, GerminatorMLP, build_model, initial_seeds
 from germinator_dist.errors import SpecError
-from germinator_dist.model import Batch, GerminatorLM, GerminatorMLP, build_model, initial_seeds
-from germinator_dist.spec import ModelSpec, load_model_spec
 
 MLP = ModelSpec(input_dim=20, hidden=(32, 16), num_classes=5, rank=4)
 LM = ModelSpec(kind="lm", vocab_size=64, d_model=16, d_ff=24, n_blocks=2, context=12, rank=4, splits=(2, 3))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from germinator_dist.optim import ADOPT, default_clip
+from germinator_dist.train.optimizers import ADOPT, default_clip
 
 GRADS = [  # a fixed gradient sequence for a 3-element parameter (steps 0..5)
     [0.5, -2.0, 0.0],

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from germinator_dist import prng
+from germinator_dist.core import prng
 from germinator_dist.errors import SpecError
 
 KAT = [  # Random123 kat_vectors, philox4x32 10 rounds: counter, key, expected

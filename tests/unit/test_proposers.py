@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 from germinator_dist.errors import SpecError
-from germinator_dist.proposers import (
+from germinator_dist.records import Candidate, duplicate_component, n_seeds
+from germinator_dist.search.proposers import (
     EvolutionaryProposer,
     ExhaustiveProposer,
     Proposer,
     make_proposer,
     proposer_from_state,
 )
-from germinator_dist.proposers.toy_objectives import HammingToTarget, SeparableHashLandscape
-from germinator_dist.records import Candidate, duplicate_component, n_seeds
+from germinator_dist.search.proposers.toy_objectives import HammingToTarget, SeparableHashLandscape
 
 BUILTINS = ("evolutionary", "exhaustive", "random")
 RANKS = (1, 4, 32)
@@ -548,7 +548,8 @@ def test_from_incumbent_builds_a_fresh_search_from_the_table_row():
 
 
 def test_jobspec_slots_are_checked_against_the_layer_rank():
-    from germinator_dist.jobspec import _proposer_fields, parse_job_spec
+    from germinator_dist.config import parse_job_spec
+    from germinator_dist.search.proposers import proposer_fields
 
     with pytest.raises(SpecError, match=r"^search\.slots: slot 40 is outside \[0, 36\) for rank 32$"):
         parse_job_spec({"mode": "search", "model": {"rank": 32}, "search": {"slots": [0, 40], "swap": None}})
@@ -561,12 +562,12 @@ def test_jobspec_slots_are_checked_against_the_layer_rank():
     spec = parse_job_spec(
         {"mode": "search", "model": {"rank": 32}, "search": {"slots": [35, 0, 33], "swap": None}}
     )
-    fields = _proposer_fields(spec, None)
+    fields = proposer_fields(spec, None)
     assert fields["slots"] == (0, 33, 35) and fields["rank"] == 32 and len(fields["incumbent_seeds"]) == 36
     assert duplicate_component(fields["incumbent_seeds"]) is None
-    assert _proposer_fields(spec, 36)["incumbent_seeds"] == fields["incumbent_seeds"]  # a seed count
+    assert proposer_fields(spec, 36)["incumbent_seeds"] == fields["incumbent_seeds"]  # a seed count
     row = incumbent(32, 16)
-    fields = _proposer_fields(spec, row, layer=2)
+    fields = proposer_fields(spec, row, layer=2)
     assert fields["incumbent_seeds"] == row and fields["layer"] == 2
     p = make_proposer(spec.search.proposer, incumbent_loss=1.0, **fields)
     assert p.rank == 32 and p.slots == (0, 33, 35) and p.layer == 2
@@ -575,12 +576,12 @@ def test_jobspec_slots_are_checked_against_the_layer_rank():
     with pytest.raises(
         SpecError, match=r"^search\.slots: slot 35 is outside \[0, 20\) for layer 2 \(rank 16\)$"
     ):
-        _proposer_fields(spec, incumbent(16, 16), layer=2)
+        proposer_fields(spec, incumbent(16, 16), layer=2)
 
 
 def test_proposers_import_neither_ray_nor_redis_nor_torch():
     code = (
-        "import sys, germinator_dist.proposers as p\n"
+        "import sys, germinator_dist.search.proposers as p\n"
         "inc = [0, 1, 2, 0, 0, 0, 0]  # rank 3\n"
         "p.make_proposer('evolutionary', seed_bits=8, budget=4, incumbent_seeds=inc).ask(2)\n"
         "bad = [m for m in ('ray', 'redis', 'torch', 'nevergrad') if m in sys.modules]\n"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from germinator_dist.errors import SpecError
-from germinator_dist.proposers import NevergradProposer, make_proposer, proposer_from_state
-from germinator_dist.proposers.nevergrad_adapter import LOSS_CAP, limb_bits_for
-from germinator_dist.proposers.toy_objectives import SeparableHashLandscape
 from germinator_dist.records import duplicate_component
+from germinator_dist.search.proposers import NevergradProposer, make_proposer, proposer_from_state
+from germinator_dist.search.proposers.nevergrad_adapter import LOSS_CAP, limb_bits_for
+from germinator_dist.search.proposers.toy_objectives import SeparableHashLandscape
 
 NAMED = ("DiscreteOnePlusOne", "PortfolioDiscreteOnePlusOne", "NGOpt", "TwoPointsDE")
 

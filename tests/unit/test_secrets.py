@@ -14,11 +14,11 @@ from urllib.parse import quote
 
 import pytest
 
-from germinator_dist import local_stack
+from germinator_dist.config import parse_job_spec
 from germinator_dist.errors import SpecError
-from germinator_dist.jobspec import parse_job_spec
-from germinator_dist.redaction import redact_address, scrub, url_secrets
-from germinator_dist.service import check_placement
+from germinator_dist.service import local_stack
+from germinator_dist.service.operations import check_placement
+from germinator_dist.service.redaction import redact_address, scrub, url_secrets
 from germinator_dist.table.conn import PASSWORD_ENV, parse_url, redact
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ def test_ray_addresses_and_messages_are_redacted():
 
 def test_the_command_line_hides_its_secrets_from_ps():
     code = (
-        "import sys; from germinator_dist.cli import _hide_from_process_listing as h; "
+        "import sys; from germinator_dist.cli.commands import _hide_from_process_listing as h; "
         "h(['S3cret/x@y']); print(open('/proc/self/cmdline', 'rb').read().decode())"
     )
     out = subprocess.run(
@@ -111,7 +111,7 @@ def test_the_command_line_hides_its_secrets_from_ps():
 @pytest.fixture
 def cli(capsys, monkeypatch, tmp_path):
     """Run the CLI's ``main`` in this process (what the entry point runs): (exit code, stdout, stderr)."""
-    from germinator_dist.cli import main
+    from germinator_dist.cli.commands import main
 
     monkeypatch.setenv("GERMINATOR_HOME", str(tmp_path / "no-local-stack"))
     for name in ("GERMINATOR_REDIS_URL", "RAY_ADDRESS", PASSWORD_ENV):

@@ -4,14 +4,14 @@ every verified swap's loss is the plain model's loss with that slot replaced."""
 import pytest
 import torch
 
-from germinator_dist.data import load_digits_dataset, load_text_dataset
+from germinator_dist.config import ModelSpec
+from germinator_dist.core.data import load_digits_dataset, load_text_dataset
+from germinator_dist.core.layers import component_phi
+from germinator_dist.core.model import build_model
 from germinator_dist.errors import SpecError
-from germinator_dist.evaluator import LayerEvaluator
-from germinator_dist.layers import component_phi
-from germinator_dist.model import build_model
 from germinator_dist.records import CandidateBlock, LayerEntry, SlotTask, SwapResult, SwapTask
-from germinator_dist.spec import ModelSpec
-from germinator_dist.swap_proposer import SwapConfig, SwapProposer, expand_block
+from germinator_dist.search.evaluator import LayerEvaluator
+from germinator_dist.search.swap_proposer import SwapConfig, SwapProposer, expand_block
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_proposer_calls_are_cut_to_a_budget_limit():
 
 
 def test_a_stored_spec_round_trips_with_the_swap_search_on():
-    from germinator_dist.jobspec import JobSpec, parse_job_spec
+    from germinator_dist.config import JobSpec, parse_job_spec
 
     spec = parse_job_spec({"mode": "hybrid", "search": {"swap": {"candidates": 64}}})
     assert JobSpec.model_validate_json(spec.model_dump_json()) == spec  # every field set, all defaults

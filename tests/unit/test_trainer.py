@@ -6,13 +6,13 @@ import threading
 import pytest
 import torch
 
-from germinator_dist.data import load_digits_dataset, load_text_dataset, stdlib_text_files
+from germinator_dist.config import ModelSpec
+from germinator_dist.core.data import load_digits_dataset, load_text_dataset, stdlib_text_files
+from germinator_dist.core.model import build_model
 from germinator_dist.errors import SpecError, TableError
-from germinator_dist.model import build_model
-from germinator_dist.optim import lr_at
 from germinator_dist.records import CommitOutcome, JobState, LayerEntry, PublishOutcome, Snapshot
-from germinator_dist.spec import ModelSpec
-from germinator_dist.trainer import ScaleTrainer, TrainerConfig, load_trainer_config, run_trainer
+from germinator_dist.train.optimizers import lr_at
+from germinator_dist.train.trainer import ScaleTrainer, TrainerConfig, load_trainer_config, run_trainer
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -122,7 +122,7 @@ def test_both_optimizers_reduce_the_fitness_loss_on_digits(spec, digits, optimiz
 
 
 def test_fitness_loss_is_the_evaluators_loss(spec, digits):
-    from germinator_dist.evaluator import LayerEvaluator
+    from germinator_dist.search.evaluator import LayerEvaluator
 
     trainer = make_trainer(spec, digits, eval_batch_size=100)  # chunked: same mean
     table = MemoryTable(spec)

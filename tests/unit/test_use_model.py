@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from germinator_dist.checkpoint import save_checkpoint
-from germinator_dist.data import load_digits_dataset
-from germinator_dist.model import build_model
-from germinator_dist.spec import ModelSpec
+from germinator_dist.config import ModelSpec
+from germinator_dist.core.checkpoint import save_checkpoint
+from germinator_dist.core.data import load_digits_dataset
+from germinator_dist.core.model import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 spec_ = importlib.util.spec_from_file_location("use_model", ROOT / "examples" / "use_model.py")

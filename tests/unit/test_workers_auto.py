@@ -1,4 +1,4 @@
-"""``workers.count: auto``: the spec field and the placement count (ray_capacity.placeable, pure)."""
+"""``workers.count: auto``: the spec field and the placement count (distributed.capacity.placeable, pure)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from germinator_dist.config import load_job_spec, parse_job_spec
+from germinator_dist.distributed.capacity import bundle, placeable
 from germinator_dist.errors import SpecError
-from germinator_dist.jobspec import load_job_spec, parse_job_spec
-from germinator_dist.ray_capacity import bundle, placeable
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,10 +1,10 @@
 """Run one short hybrid job on a Ray of its own that exports metrics, and read the job's series.
 
-``python metrics_job.py REDIS_URL JOB SPEC_JSON OUT_JSON``: starts a local Ray (2 CPUs, a metrics export
-port, its own temp dir), runs the job with ``job_runner.run_job`` in this process (the driver), and reads
-the Prometheus text on the metrics port: once every expected series of the job has appeared while it
-runs, and again after it ended until the driver's counters equal the table's. Writes what it read to
-OUT_JSON. A process of its own, because a test session shares one Ray (conftest.ray_cluster).
+``python metrics_job.py REDIS_URL JOB SPEC_JSON OUT_JSON``: starts a local Ray (2 CPUs, a metrics export port,
+its own temp dir), runs the job with ``distributed.runner.run_job`` in this process (the driver), and reads
+the Prometheus text on the metrics port: once every expected series of the job has appeared while it runs, and
+again after it ended until the driver's counters equal the table's. Writes what it read to OUT_JSON. A process
+of its own, because a test session shares one Ray (conftest.ray_cluster).
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def scrape(port: int, job: str) -> dict[str, float]:
 def main(url: str, job: str, spec_json: str, out_path: str) -> int:
     import ray
 
-    from germinator_dist.job_runner import run_job
-    from germinator_dist.jobs import create_job
-    from germinator_dist.jobspec import parse_job_spec
+    from germinator_dist.config import parse_job_spec
+    from germinator_dist.distributed.runner import run_job
+    from germinator_dist.search.job_setup import create_job
     from germinator_dist.table import SeedTable
 
     with socket.socket() as s:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from germinator_dist import service
+from germinator_dist.service import operations as service
 from germinator_dist.table import SeedTable
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from test_cli import CLI, ROOT, cleanup, wait_for, write_spec
 
-from germinator_dist import service
+from germinator_dist.service import operations as service
 from germinator_dist.table import SeedTable
 
 
@@ -71,6 +71,9 @@ def test_racing_resumes_and_submit_resume_leave_one_runner(tmp_path, ray_cluster
         # cancel, then resumes racing each other: exactly one wins
         with SeedTable(redis_server.url) as t:
             service.cancel(t, service.resolve(*conn[1::2]), job)  # what `cancel` runs
+            # the cancelled driver's last heartbeat lives a few seconds more: let it expire, so that
+            # "running" below is the resumed driver's (a resume can be faster than that heartbeat's TTL)
+            wait_for(lambda: not t.live(job, "driver"), 30, "the cancelled driver's heartbeat to expire")
         results = finish([start_cli("resume", job, *conn) for _ in range(4)])
         assert sorted(rc == 0 for rc, _, _ in results) == [False, False, False, True], results
         for rc, _, err in results:

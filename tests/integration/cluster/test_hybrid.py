@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import threading
 
-from germinator_dist.job_runner import run_job
-from germinator_dist.jobs import create_job
-from germinator_dist.jobspec import parse_job_spec
+from germinator_dist.config import parse_job_spec
+from germinator_dist.distributed.runner import run_job
 from germinator_dist.records import JobState
+from germinator_dist.search.job_setup import create_job
 
 
 def test_hybrid_search_and_trainer_share_the_table(ray_cluster, table, job_id):
@@ -53,7 +53,7 @@ def test_hybrid_search_and_trainer_share_the_table(ray_cluster, table, job_id):
 
 
 def test_a_hybrid_trainer_with_a_budget_of_its_own_runs_it_out():
-    from germinator_dist.job_runner import stop_trainer_with_search
+    from germinator_dist.distributed.runner import stop_trainer_with_search
 
     assert stop_trainer_with_search(parse_job_spec({"mode": "hybrid"}))  # no budget: ends with the search
     assert not stop_trainer_with_search(parse_job_spec({"mode": "hybrid", "trainer": {"budget_s": 5}}))

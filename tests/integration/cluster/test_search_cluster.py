@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from germinator_dist.job_runner import run_job
-from germinator_dist.jobs import create_job
-from germinator_dist.jobspec import parse_job_spec
+from germinator_dist.config import parse_job_spec
+from germinator_dist.distributed.runner import run_job
 from germinator_dist.records import JobState
+from germinator_dist.search.job_setup import create_job
 
 SMALL = {"hidden": [64], "rank": 8, "seed_bits": 8}
 

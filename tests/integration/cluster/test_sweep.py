@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from germinator_dist.distributed.sweep import load_sweep, run_sweep
 from germinator_dist.errors import SpecError
-from germinator_dist.sweep import load_sweep, run_sweep
 from germinator_dist.table import SeedTable
 
 

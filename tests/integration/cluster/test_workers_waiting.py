@@ -7,11 +7,11 @@ import sys
 import threading
 import time
 
-from germinator_dist import service
-from germinator_dist.job_runner import run_job
-from germinator_dist.jobs import create_job
-from germinator_dist.jobspec import parse_job_spec
+from germinator_dist.config import parse_job_spec
+from germinator_dist.distributed.runner import run_job
 from germinator_dist.records import JobState
+from germinator_dist.search.job_setup import create_job
+from germinator_dist.service import operations as service
 
 
 def test_status_names_the_resources_no_node_can_place(ray_cluster, redis_server, table, job_id):
