@@ -119,7 +119,7 @@ def test_thread_count_does_not_change_bits():
 
 def test_same_bits_in_another_process():
     code = (
-        "import hashlib, torch; from germinator_dist import prng; "
+        "import hashlib, torch; from germinator_dist.core import prng; "
         "x = prng.int_tensor(2**62 + 11, 4, 3, (300, 301)); "
         "print(hashlib.sha256(x.numpy().tobytes()).hexdigest())"
     )
@@ -226,7 +226,7 @@ def test_components_across_threads():
 
 def test_components_in_another_process():
     code = (
-        "import hashlib, sys; from germinator_dist import prng; "
+        "import hashlib, sys; from germinator_dist.core import prng; "
         "seeds = [int(s) for s in sys.argv[1].split(',')]; "
         "parts = prng.components(seeds, 3, 10, 256, 'int8'); "
         "print(hashlib.sha256(b''.join(p.numpy().tobytes() for p in parts)).hexdigest())"
