@@ -182,6 +182,7 @@ def load_model_spec(data: dict) -> ModelSpec:
 
 # ---- the swap search (search.swap) ----
 
+
 class SwapConfig(BaseModel):
     """How the swap search runs (``search.swap`` in a job spec)."""
 
@@ -535,10 +536,11 @@ def load_job_spec(path: str | Path) -> JobSpec:
     return spec
 
 
-#END
+# END
 
 
 # ---- sweeps (germinator-dist sweep) ----
+
 
 class AshaSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

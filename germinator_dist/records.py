@@ -227,7 +227,6 @@ class SwapCommit(_Record):
     evaluator_id: str = ""
 
 
-
 class SeedCommit(_Record):
     """One offered seed commit, for ``SeedTable.commit_seeds_many`` (pipelined commits)."""
 

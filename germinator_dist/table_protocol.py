@@ -1,4 +1,5 @@
-"""What the search driver and the scale trainer need from a seed table, as typing protocols.
+"""What the search driver, the scale trainer and a job's lifecycle need from a seed table, as typing
+protocols.
 
 ``germinator_dist.table.SeedTable`` (Redis) implements both; ``tests/unit/memory_table.py`` is an
 in-memory implementation with the same commit rules for unit tests of the driver's logic. The rules
@@ -13,12 +14,43 @@ from typing import Protocol
 
 from germinator_dist.records import (
     CommitOutcome,
+    JobInfo,
     JobState,
+    LayerEntry,
     Progress,
     PublishOutcome,
     Snapshot,
     SwapCommit,
 )
+
+
+class JobRegistry(Protocol):
+    """What one job's lifecycle needs (``search/job_setup.py``): register the job, read its spec and
+    registry row, write its initial rows under its driver lease, keep small documents."""
+
+    def create_job(
+        self,
+        job: str,
+        spec_json: str,
+        layers: Sequence[LayerEntry] = (),
+        desired_workers: int = 1,
+        *,
+        resume: bool = False,
+        seed_bits: int = 63,
+        lease: tuple[str, float] | None = None,
+    ) -> JobInfo: ...
+
+    def init_rows(self, job: str, owner: str, spec_json: str, layers: Sequence[LayerEntry]) -> bool: ...
+
+    def job_info(self, job: str) -> JobInfo: ...
+
+    def get_spec(self, job: str) -> str: ...
+
+    def release_lease(self, job: str, owner: str, final: JobState | str | None = None) -> bool: ...
+
+    def get_doc(self, job: str, name: str) -> str | None: ...
+
+    def put_doc(self, job: str, name: str, text: str) -> None: ...
 
 
 class FloatTable(Protocol):

@@ -33,11 +33,13 @@ def _table(args, need_ray=False):
 
 def cmd_validate(args) -> int:
     from germinator_dist.config import load_job_spec
-    from germinator_dist.search.job_setup import resolve_job
 
     spec = load_job_spec(args.spec)
-    resolved, _ = resolve_job(spec.with_id() if spec.job else spec)
-    print(json.dumps(resolved.model_dump(mode="json"), indent=2))
+    if not args.no_data:  # the data as the runner will load it (here: its path must exist on this machine)
+        from germinator_dist.search.job_setup import resolve_job
+
+        spec, _ = resolve_job(spec)
+    print(json.dumps(spec.model_dump(mode="json"), indent=2))
     return 0
 
 
@@ -71,7 +73,7 @@ def cmd_submit(args) -> int:
 
         spec = parse_job_spec(spec.model_dump(mode="json"))
     ep = service.resolve(args.redis, args.address, need_ray=True)
-    print(service.submit(spec, ep))
+    print(service.submit(spec, ep, wait_s=args.wait_s))
     return 0
 
 
@@ -83,6 +85,10 @@ def _print_status(doc: dict) -> None:
         f"workers {doc['workers_live']}/{doc['workers_desired']}  "
         f"per call {doc.get('candidates_per_call') or '-'}  best loss {best}"
     )
+    if doc.get("error"):
+        print(f"  error: {doc['error']}")
+    if not doc["layers"] and doc["state"] in ("PENDING", "RUNNING"):
+        print("  rows: not written yet (the runner loads the data and measures the initial model)")
     if doc.get("workers_waiting"):
         print(f"  workers: {doc['workers_waiting']}")
     if doc.get("driver") in ("gone", "starting"):
@@ -312,8 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    c = sub.add_parser("validate", help="check a job spec; print the resolved spec or every error")
+    c = sub.add_parser(
+        "validate", help="check a job spec against its data; print the resolved spec or every error"
+    )
     c.add_argument("spec")
+    c.add_argument(
+        "--no-data",
+        action="store_true",
+        help="check the spec alone (what submit checks; for data that only the cluster's nodes have)",
+    )
     c.set_defaults(func=cmd_validate)
 
     c = sub.add_parser("up", help="start the local default: a Ray head and a redis-server on 127.0.0.1")
@@ -327,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("spec")
     c.add_argument("--job", help="job id (overrides the spec's)")
+    c.add_argument(
+        "--wait-s",
+        type=float,
+        default=120.0,
+        help="wait this long for the runner to load the data and measure the initial model, so a data "
+        "error is reported here (0: return at once; the job then fails on the cluster, `status` says why)",
+    )
     _conn(c)
     c.set_defaults(func=cmd_submit)
 
@@ -404,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _secrets(args) -> list[str]:
     """The secrets this command was given (the --redis and --address credentials, those in the
     environment's addresses, GERMINATOR_REDIS_PASSWORD): what no message of it may show."""
-    from germinator_dist.service.redaction import url_secrets
+    from germinator_dist.redaction import url_secrets
 
     env = (os.environ.get(k) for k in ("GERMINATOR_REDIS_URL", "RAY_ADDRESS"))
     return url_secrets(getattr(args, "redis", None), getattr(args, "address", None), *env)
@@ -438,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     secrets = _secrets(args)
     if secrets and argv is None:  # the command line is this process's own
         _hide_from_process_listing(secrets)
-    from germinator_dist.service.redaction import scrub
+    from germinator_dist.redaction import scrub
 
     try:
         return args.func(args)

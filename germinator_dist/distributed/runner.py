@@ -1,10 +1,12 @@
 """The process that runs one job on a Ray cluster:
-``python -m germinator_dist.distributed.runner JOB --redis URL``.
+``python -m germinator_dist.distributed.runner JOB [--redis URL] [--address RAY]``.
 
 Started by ``germinator-dist submit``/``resume`` through Ray's Job Submission API (so it runs on the
-cluster, not in the user's terminal), or directly. It reads the job's spec from the seed table, loads the
-data, starts the worker actors (and the scale trainer in ``train``/``hybrid`` mode), runs the search
-driver until the budget ends or the job is cancelled, and sets the final state.
+cluster, not in the user's terminal), or directly. It takes the job's driver lease, loads the data (the
+one place a job's data is read besides the trainer's own process), measures and writes the initial rows of
+a new job (``search/job_setup.prepare_job``), starts the worker actors (and the scale trainer in
+``train``/``hybrid`` mode), runs the search driver until the budget ends or the job is cancelled, and sets
+the final state. Why it failed is kept with the job (``status`` shows it).
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from collections.abc import Callable
 import ray
 
 from germinator_dist.config import JobSpec, load_trainer_config
-from germinator_dist.core.data import load_dataset
 from germinator_dist.distributed import lease
 from germinator_dist.distributed.ray_pool import RayPool
+from germinator_dist.endpoints import resolve
 from germinator_dist.errors import GerminatorError, JobBusy, TableError
 from germinator_dist.records import JobState
 from germinator_dist.search.driver import SearchDriver
-from germinator_dist.search.job_setup import fitness_batch
+from germinator_dist.search.job_setup import ERROR_DOC, fitness_batch, prepare_job, record_error
 from germinator_dist.table import SeedTable
 
 log = logging.getLogger("germinator.job")
@@ -54,12 +56,11 @@ def run_job(
     default a fresh one), renewed while the job runs, and released with the final state after the workers
     and the trainer are gone; ``on_lease_lost`` is called if another driver takes the job over meanwhile
     (``main`` exits the process; by default it is only logged, and the final state is left to the new
-    holder). Raises JobBusy when another driver holds the job, GerminatorError for a job that cannot run
-    (unknown id, bad spec or data).
+    holder). A new job's initial rows are measured and written first (``job_setup.prepare_job``); what
+    makes the job fail is kept as its ``error`` document. Raises JobBusy when another driver holds the job,
+    GerminatorError for a job that cannot run (unknown id, bad spec or data).
     """
     spec = JobSpec.model_validate_json(table.get_spec(job))
-    dataset = load_dataset(spec.data)
-    batch = fitness_batch(spec, dataset)
     owner = owner or f"runner-{socket.gethostname()}-{os.getpid()}"
     try:  # PENDING -> RUNNING in the same step
         table.claim_lease(job, owner, lease.RUN_TTL_S, to_state=JobState.RUNNING)
@@ -72,6 +73,11 @@ def run_job(
     final = JobState.SUCCEEDED
     pool = trainer = None
     try:  # from here on, whatever fails ends the job FAILED and gives the lease back
+        if table.get_doc(job, ERROR_DOC) is not None:
+            table.put_doc(job, ERROR_DOC, "null")  # a resumed job: the last runner's error is history
+        spec, dataset = prepare_job(table, job, owner)  # the data, loaded once; a new job's initial rows
+        batch = fitness_batch(spec, dataset)
+        del dataset  # the workers get the fitness batch; the trainer loads the data in its own process
         if spec.workers.count == "auto":  # as many workers as the cluster places beside the trainer
             from germinator_dist.distributed.capacity import auto_workers
 
@@ -100,8 +106,9 @@ def run_job(
             log.info("search finished: %s", stats)
         if trainer is not None:
             trainer.wait_or_stop(search_done=stop_trainer_with_search(spec))
-    except BaseException:
+    except BaseException as exc:
         final = JobState.FAILED
+        _keep_error(table, job, owner, exc)
         raise
     finally:
         if pool is not None:
@@ -111,6 +118,22 @@ def run_job(
         keeper.stop()
         _release(table, job, owner, final)  # the final state (if still RUNNING) and the release, one step
     return table.get_state(job)
+
+
+def _keep_error(table: SeedTable, job: str, owner: str, exc: BaseException) -> None:
+    """Record why the job failed (one line) while this runner still holds its lease."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        message = f"the runner was stopped ({type(exc).__name__})"
+    elif isinstance(exc, GerminatorError):
+        message = str(exc)
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    try:
+        held = table.lease(job)
+        if held is not None and held.owner == owner:
+            record_error(table, job, message, owner, type(exc).__name__)
+    except GerminatorError as err:
+        log.warning("job %s: the error was not recorded: %s", job, err)
 
 
 def _release(table: SeedTable, job: str, owner: str, final: JobState) -> None:
@@ -131,19 +154,17 @@ def _lease_lost() -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m germinator_dist.distributed.runner")
     p.add_argument("job")
-    p.add_argument("--redis", default=os.environ.get("GERMINATOR_REDIS_URL"), help="seed table Redis URL")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray address (default: auto)")
+    p.add_argument("--redis", help="seed table Redis URL (default: GERMINATOR_REDIS_URL, the local stack)")
+    p.add_argument("--address", help="Ray address (default: RAY_ADDRESS, then the local stack, then auto)")
     p.add_argument("--lease", help="the lease owner id submit/resume claimed the job for (its submission id)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not args.redis:
-        print("error: --redis: no seed table URL (flag or GERMINATOR_REDIS_URL)", file=sys.stderr)
-        return 2
     try:
-        ray.init(address=args.address or "auto", log_to_driver=False)
-        with SeedTable(args.redis) as table:
+        ep = resolve(args.redis, args.address)
+        ray.init(address=ep.ray_init or "auto", log_to_driver=False)
+        with SeedTable(ep.redis_url) as table:
             state = run_job(
-                table, args.job, redis_url=args.redis, owner=args.lease, on_lease_lost=_lease_lost
+                table, args.job, redis_url=ep.redis_url, owner=args.lease, on_lease_lost=_lease_lost
             )
     except GerminatorError as exc:
         print(f"error: {exc}", file=sys.stderr)

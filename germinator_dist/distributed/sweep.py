@@ -95,14 +95,14 @@ def _trial(config: dict, *, base: dict, sweep: SweepSpec, redis_url: str) -> Non
 
     from germinator_dist.distributed.runner import run_job
     from germinator_dist.records import JobState
-    from germinator_dist.search.job_setup import create_job
+    from germinator_dist.search.job_setup import register_job
     from germinator_dist.table import SeedTable
 
     trial_id = tune.get_context().get_trial_id()
     job = f"{sweep.name}-{trial_id}"[:64]
     spec = parse_job_spec({**apply_config(base, config), "job": job})
     table = SeedTable(redis_url)
-    create_job(table, spec)
+    register_job(table, spec)  # the runner below measures and writes its rows
     out: dict = {}
     th = threading.Thread(
         target=lambda: out.update(state=run_job(table, job, redis_url=redis_url)), daemon=True
@@ -112,7 +112,7 @@ def _trial(config: dict, *, base: dict, sweep: SweepSpec, redis_url: str) -> Non
         while True:
             time.sleep(sweep.report_every_s)
             snap = table.snapshot(job)
-            best = min(e.loss for e in snap.layers)
+            best = min((e.loss for e in snap.layers), default=math.inf)
             done = not th.is_alive()
             tune.report(
                 {

@@ -1,19 +1,33 @@
-"""Job lifecycle helpers shared by the CLI, the Ray job runner and the tests (no Ray, no Redis imports).
+"""One job's lifecycle, the parts without Ray or Redis (docs/architecture.md, "One job, from submit to
+commit").
 
-They work with any object that has SeedTable's methods.
+1. ``register_job`` (the client, ``submit``): the validated spec goes to the table as a PENDING job with no
+   rows; nothing is loaded, so the client needs no access to the data.
+2. ``prepare_job`` (the runner, on the cluster, as the holder of the job's driver lease): loads the data
+   once, fills in the dimensions it determines, measures the initial model's loss on the fitness batch and
+   writes the initial rows with the resolved spec (``SeedTable.init_rows``). A resumed job has its rows
+   already: they are kept, and the data must still give the model the stored dimensions.
+
+``create_job`` does both in one process (tests, benchmarks, in-process jobs). Every function works on any
+table with ``table_protocol.JobRegistry``'s methods.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import uuid
 
 from germinator_dist.config import JobSpec
 from germinator_dist.core import prng
-from germinator_dist.core.data import load_dataset
+from germinator_dist.core.data import Dataset, load_dataset
 from germinator_dist.core.model import build_model
 from germinator_dist.errors import SpecError
 from germinator_dist.records import LayerEntry
 from germinator_dist.search.evaluator import LayerEvaluator
+from germinator_dist.table_protocol import JobRegistry
+
+ERROR_DOC = "error"  # the job document holding why its runner failed (``status`` shows it)
 
 
 def resolve_job(spec: JobSpec):
@@ -40,16 +54,9 @@ def fitness_batch(spec: JobSpec, dataset):
     return dataset.fitness_batch(f.batch_size, spec.model.context, f.seed, f.split)
 
 
-def create_job(
-    table, spec: JobSpec, *, resume: bool = False, lease: tuple[str, float] | None = None
-) -> tuple[JobSpec, object]:
-    """Resolve the spec against its data, and write the job (spec and initial layer rows) to the table.
-
-    The initial rows hold the spec's initial seeds and floats with their measured loss. ``lease`` =
-    (owner, ttl seconds): the new job's driver lease, taken in the same write. Returns the resolved spec
-    (with its job id) and the dataset. Raises SpecError, TableError (existing id).
-    """
-    spec, dataset = resolve_job(spec.with_id())
+def initial_rows(spec: JobSpec, dataset: Dataset) -> list[LayerEntry]:
+    """The initial model's rows: the spec's initial seeds and floats, each layer with the model's loss on the
+    fitness batch. ``spec`` must be resolved. Raises SpecError when that loss is not finite."""
     model = build_model(spec.model)
     with prng.eager():  # one forward pass: compiling the generator kernel would cost ~10 s here
         ev = LayerEvaluator(spec.model, fitness_batch(spec, dataset))
@@ -57,20 +64,77 @@ def create_job(
         loss = ev.full_loss()
     if not math.isfinite(loss):
         raise SpecError(f"model: the initial model's loss is not finite ({loss}); check the data scale")
-    rows = [
+    return [
         LayerEntry(layer=k, seeds=s, floats=f, loss=loss, version=0, writer="init")
         for k, (s, f) in enumerate(zip(model.get_seeds(), model.get_floats()))
     ]
+
+
+def register_job(table: JobRegistry, spec: JobSpec, *, lease: tuple[str, float] | None = None) -> JobSpec:
+    """Write the job to the table as PENDING with its spec and no rows; loads no data. ``lease`` = (owner,
+    ttl seconds): the job's driver lease, taken in the same write. Returns the spec with its job id.
+    Raises SpecError, TableError (the id exists)."""
+    spec = spec.with_id()
     table.create_job(
         spec.job,
         spec.model_dump_json(),
-        rows,
+        (),
         spec.workers.initial_count,
-        resume=resume,
         seed_bits=spec.model.seed_bits,
         lease=lease,
     )
+    return spec
+
+
+def prepare_job(table: JobRegistry, job: str, owner: str) -> tuple[JobSpec, Dataset]:
+    """The runner's first step, as the holder ``owner`` of the job's driver lease: load the data once,
+    resolve the stored spec against it and, for a job without rows, measure and write its initial rows
+    (``init_rows``, with the resolved spec). Returns (the resolved spec, the dataset).
+
+    Raises SpecError (data that cannot be loaded, a searched layer the model lacks, data whose dimensions
+    differ from the stored model's: ``model.input_dim: spec says 64 but the data has 65``), TableError.
+    """
+    spec, dataset = resolve_job(JobSpec.model_validate_json(table.get_spec(job)))
+    if table.job_info(job).n_layers == 0:
+        table.init_rows(job, owner, spec.model_dump_json(), initial_rows(spec, dataset))
     return spec, dataset
+
+
+def create_job(table: JobRegistry, spec: JobSpec) -> tuple[JobSpec, Dataset]:
+    """Register the job and write its initial rows in this process: ``register_job`` then ``prepare_job``
+    under a short-lived lease of its own, given back at the end. Returns (the resolved spec, the
+    dataset). Raises SpecError, TableError (an existing id)."""
+    owner = f"setup-{uuid.uuid4().hex[:12]}"
+    spec = register_job(table, spec, lease=(owner, 300.0))
+    try:
+        return prepare_job(table, spec.job, owner)
+    finally:
+        table.release_lease(spec.job, owner)
+
+
+def record_error(table: JobRegistry, job: str, message: str, owner: str = "", kind: str = "") -> None:
+    """Keep why the job's runner failed, for ``status`` and ``submit`` (the ``error`` document: its first
+    line, the runner, the exception's class name)."""
+    line = (message.strip().splitlines() or [""])[0][:2000]
+    table.put_doc(job, ERROR_DOC, json.dumps({"error": line, "owner": owner, "kind": kind}))
+
+
+def _error_doc(table: JobRegistry, job: str) -> dict:
+    raw = table.get_doc(job, ERROR_DOC)
+    doc = json.loads(raw) if raw else None
+    return doc if isinstance(doc, dict) else {}
+
+
+def recorded_error(table: JobRegistry, job: str) -> str | None:
+    """The recorded runner error of the job, or None."""
+    said = _error_doc(table, job).get("error")
+    return said if isinstance(said, str) else None
+
+
+def recorded_error_kind(table: JobRegistry, job: str) -> str:
+    """The class name of the recorded runner error (``SpecError`` ...), or ''."""
+    kind = _error_doc(table, job).get("kind")
+    return kind if isinstance(kind, str) else ""
 
 
 def model_from_snapshot(spec: JobSpec, snap):

@@ -18,17 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from germinator_dist.endpoints import STATE_FILE, read_local_state
+from germinator_dist.endpoints import local_home as home
 from germinator_dist.errors import ConnectionFailed, GerminatorError
-
-STATE_FILE = "local.json"
-
-
-def home() -> Path:
-    env = os.environ.get("GERMINATOR_HOME")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "germinator-dist"
 
 
 def free_port() -> int:
@@ -37,14 +29,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def read_state() -> dict | None:
-    """The recorded local stack, or None when ``up`` has not run (or ``down`` has)."""
-    path = home() / STATE_FILE
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "redis_url" in data else None
+read_state = read_local_state  # the recorded local stack, or None
 
 
 def _write_state(data: dict) -> None:

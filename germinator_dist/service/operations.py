@@ -15,6 +15,7 @@ from pathlib import Path
 
 from germinator_dist.config import JobSpec
 from germinator_dist.distributed import lease
+from germinator_dist.endpoints import Endpoints, resolve  # noqa: F401 - re-exported
 from germinator_dist.errors import (
     ConnectionFailed,
     GerminatorError,
@@ -24,8 +25,7 @@ from germinator_dist.errors import (
     TableError,
 )
 from germinator_dist.records import JobState
-from germinator_dist.service.endpoints import Endpoints, resolve  # noqa: F401 - re-exported
-from germinator_dist.service.redaction import redact_address, scrub, url_secrets  # noqa: F401 - re-exported
+from germinator_dist.redaction import redact_address, scrub, url_secrets  # noqa: F401 - re-exported
 
 
 def open_table(ep: Endpoints):
@@ -67,15 +67,22 @@ def _start_runner(table, ep: Endpoints, job: str, owner: str | None = None, clie
     return sid
 
 
-def submit(spec: JobSpec, ep: Endpoints) -> str:
-    """Write the job to the table and start its runner on the cluster. Returns the job id.
+START_WAIT_S = 120.0  # how long submit waits, by default, for the runner to measure the initial rows
 
-    Both happen or neither: the job is created with its driver lease held by its runner's Ray submission
-    id; when starting the runner fails, times out or is interrupted (Ctrl-C, SIGTERM, SIGHUP, SIGABRT), the
-    job is deleted again and the Ray job, if Ray took it, stopped. Raises Interrupted, ConnectionFailed,
-    SpecError, TableError.
+
+def submit(spec: JobSpec, ep: Endpoints, wait_s: float = START_WAIT_S) -> str:
+    """Register the job in the table and start its runner on the cluster; wait up to ``wait_s`` seconds
+    for the runner to load the data and write the initial rows. Returns the job id.
+
+    The client loads no data: the runner does, on the cluster (``search/job_setup.py``). Registering and
+    starting happen both or neither: the job is registered with its driver lease held by its runner's Ray
+    submission id; when starting the runner fails, times out or is interrupted (Ctrl-C, SIGTERM, SIGHUP,
+    SIGABRT), the job is deleted again and the Ray job, if Ray took it, stopped. So is a job whose runner
+    fails before it wrote the initial rows (data that cannot be loaded, a layer the model lacks): its error
+    is raised here. A runner still starting after ``wait_s`` (0: do not wait) is left to run; ``status``
+    follows it. Raises Interrupted, ConnectionFailed, SpecError, TableError, GerminatorError.
     """
-    from germinator_dist.search.job_setup import create_job
+    from germinator_dist.search.job_setup import register_job
 
     table = open_table(ep)
     client = _job_client(ep)  # fail before anything is written when the cluster does not answer
@@ -84,8 +91,14 @@ def submit(spec: JobSpec, ep: Endpoints) -> str:
     owner = lease.new_owner(spec.job)
     with lease.signals_interrupt() as got:
         try:
-            spec, _ = create_job(table, spec, lease=(owner, lease.START_TTL_S))
+            register_job(table, spec, lease=(owner, lease.START_TTL_S))
             _start_runner(table, ep, spec.job, owner, client)
+            if wait_s > 0 and not _await_rows(table, client, ep, spec.job, owner, wait_s):
+                print(
+                    f"job {spec.job}: its runner has not written the initial rows after {wait_s:g} s; it "
+                    f"stays submitted (`germinator-dist status {spec.job}` follows it)",
+                    file=sys.stderr,
+                )
         except BaseException as exc:
             with lease.signals_ignored():
                 _undo_submit(table, client, spec.job, owner)  # nothing half-written
@@ -108,12 +121,68 @@ def submit(spec: JobSpec, ep: Endpoints) -> str:
     return spec.job
 
 
+def _await_rows(table, client, ep: Endpoints, job: str, owner: str, wait_s: float) -> bool:
+    """Wait until the job's runner has written its initial rows (True) or ``wait_s`` passed (False).
+
+    Raises the runner's recorded error when it failed first (SpecError for a spec or data error), and
+    GerminatorError when Ray says the runner's process ended before it could record anything (with the
+    last line of its log: a node that cannot reach Redis, a missing package)."""
+    from germinator_dist.search.job_setup import recorded_error, recorded_error_kind
+
+    deadline = time.monotonic() + wait_s
+    ask_ray = time.monotonic() + 1.0
+    while True:
+        info = table.job_info(job)
+        if info.n_layers > 0:
+            return True
+        if info.state in (JobState.FAILED, JobState.CANCELLED):
+            said = recorded_error(table, job)
+            if info.state == JobState.CANCELLED or said is None:
+                raise GerminatorError(f"job {job}: {info.state.value} before its runner wrote its rows")
+            if recorded_error_kind(table, job) == "SpecError":
+                raise SpecError(said)
+            raise GerminatorError(f"job {job}: its runner failed as it started: {said}")
+        if time.monotonic() >= ask_ray:  # a runner that died before it could record why
+            ask_ray = time.monotonic() + 1.0
+            ended = _ray_ended(client, owner)
+            if ended is not None and table.job_info(job).n_layers == 0:
+                if table.job_info(job).state == JobState.FAILED:
+                    continue  # it recorded its error meanwhile: raised above
+                raise GerminatorError(
+                    f"job {job}: its runner ended on the cluster ({ended}) before it wrote the initial rows: "
+                    + scrub(_last_log_line(client, owner), url_secrets(ep.dashboard, ep.redis_url))
+                )
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def _ray_ended(client, sid: str) -> str | None:
+    """Ray's terminal status of the submission ``sid`` (e.g. ``FAILED``), or None while it runs or Ray
+    does not answer."""
+    try:
+        st = client.get_job_status(sid)
+    except Exception:  # noqa: BLE001 - not answering now: the table or the next poll will tell
+        return None
+    return str(getattr(st, "value", st)) if st.is_terminal() else None
+
+
+def _last_log_line(client, sid: str) -> str:
+    try:
+        lines = [ln.strip() for ln in client.get_job_logs(sid).splitlines() if ln.strip()]
+    except Exception:  # noqa: BLE001
+        return "(its log could not be read)"
+    return lines[-1][:500] if lines else "(its log is empty)"
+
+
 def _undo_submit(table, client, job: str, owner: str) -> None:
-    """Remove what a failed submit wrote: the job, if its lease is still this submit's (an existing job of
-    the same id is left alone), and the Ray job, in case Ray took it before the failure."""
+    """Remove what a failed submit wrote: the job, if its lease is still this submit's or its runner's
+    (an existing job of the same id is left alone), and the Ray job, in case Ray took it before the
+    failure."""
     try:
         held = table.lease(job)
-        if held is not None and held.owner == owner:
+        ours = held.owner == owner if held is not None else _submitted_by(table, job, owner)
+        if ours:
             table.delete_job(job)
     except GerminatorError:
         pass  # no such job: nothing was created
@@ -122,6 +191,16 @@ def _undo_submit(table, client, job: str, owner: str) -> None:
         client.stop_job(owner)
     except Exception:  # noqa: BLE001 - unknown to Ray (never reached it) or unreachable
         pass
+
+
+def _submitted_by(table, job: str, owner: str) -> bool:
+    """Whether the job (whose lease nobody holds) was started by the submission ``owner``: its runner may
+    have failed and given the lease back."""
+    raw = table.get_doc(job, "submission")
+    try:
+        return raw is not None and submission_id(raw, job) == owner
+    except TableError:
+        return False
 
 
 def node_resources(ep: Endpoints) -> list[dict[str, float]] | None:
@@ -193,6 +272,8 @@ def status(table, job: str, ep: Endpoints | None = None) -> dict:
         # why desired workers are not running (e.g. no node can place their resources), or None
         "workers_waiting": (drivers[0].payload.get("workers_waiting") or None) if drivers else None,
         "epoch": snap.epoch,
+        # why the job's runner failed (its first line), while the job is FAILED
+        "error": _failure(table, job) if info.state == JobState.FAILED else None,
         "layers": [
             {
                 "layer": e.layer,
@@ -204,6 +285,15 @@ def status(table, job: str, ep: Endpoints | None = None) -> dict:
         ],
     }
     return doc | driver
+
+
+def _failure(table, job: str) -> str | None:
+    from germinator_dist.search.job_setup import recorded_error
+
+    try:
+        return recorded_error(table, job)
+    except (GerminatorError, ValueError):
+        return "(the recorded error is not readable)"
 
 
 def _ray_view(ep: Endpoints | None) -> tuple:
@@ -341,7 +431,13 @@ def export(table, job: str, out: Path) -> int:
     from germinator_dist.search.job_setup import model_from_snapshot
 
     spec = stored_spec(table, job)
-    model = model_from_snapshot(spec, table.snapshot(job))
+    snap = table.snapshot(job)
+    if not snap.layers:
+        raise TableError(
+            f"job {job}: no model to export yet; its runner has not written the initial rows "
+            f"(state {table.get_state(job).value})"
+        )
+    model = model_from_snapshot(spec, snap)
     meta = {"job": job, "data": spec.data.model_dump(mode="json"), "mode": spec.mode}
     return save_checkpoint(model, out, meta=meta)
 

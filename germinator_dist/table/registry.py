@@ -58,15 +58,16 @@ class JobRegistryMixin:
         self,
         job: str,
         spec_json: str,
-        layers: Sequence[LayerEntry],
+        layers: Sequence[LayerEntry] = (),
         desired_workers: int = 1,
         *,
         resume: bool = False,
         seed_bits: int = 63,
         lease: tuple[str, float] | None = None,
     ) -> JobInfo:
-        """Create a job (PENDING) with its initial layer rows, logged to the stream as ``init``. Versions and
-        slot generations start at 0 (those of the given rows are not used).
+        """Create a job (PENDING), with its initial layer rows logged to the stream as ``init``, or without
+        rows (``layers`` empty: registered only; the holder of its driver lease writes them later with
+        ``init_rows``). Versions and slot generations start at 0 (those of the given rows are not used).
 
         An existing job id raises TableError, unless ``resume``: then the stored table is kept (after checking
         that the spec and every layer's rank and float count match, TableError otherwise) and only
@@ -81,24 +82,7 @@ class JobRegistryMixin:
         check_spec_json(spec_json)
         bits = check_seed_bits(seed_bits)
         desired = check_int(desired_workers, "desired_workers", 0, 100_000)
-        if not isinstance(layers, Sequence) or not 1 <= len(layers) <= MAX_LAYERS:
-            raise SpecError(f"layers: expected 1..{MAX_LAYERS} initial LayerEntry rows, got {layers!r}"[:200])
-        rows: list[bytes | str] = []
-        width = seed_width(bits)
-        for i, e in enumerate(layers):
-            if not isinstance(e, LayerEntry) or e.layer != i:
-                raise SpecError(f"layers[{i}]: expected a LayerEntry with layer={i}, got {e!r}"[:200])
-            seeds = check_seeds(e.seeds, bits, f"layers[{i}].seeds")
-            check_float_count(len(e.floats), e.rank, f"layers[{i}].floats")
-            rows += [
-                encode_seeds(seeds, width),
-                encode_gens((0,) * len(seeds)),
-                encode_floats(e.floats, f"layers[{i}].floats"),
-                encode_loss(e.loss, allow_inf=True, what=f"layers[{i}].loss"),
-                b"0",
-                check_writer(e.writer or "create", f"layers[{i}].writer"),
-                b"",
-            ]
+        rows = _encode_rows(layers, bits, with_time=True)
         args = [job, keys.prefix, "create", spec_json, len(layers), bits, desired, JobState.PENDING.value, 0]
         if lease is not None:
             rows += [check_member_id(lease[0]), lease_ttl_ms(lease[1])]
@@ -109,6 +93,23 @@ class JobRegistryMixin:
             self._check_resume(job, spec_json, layers)
             self.set_desired_workers(job, desired)
         return self.job_info(job)
+
+    def init_rows(self, job: str, owner: str, spec_json: str, layers: Sequence[LayerEntry]) -> bool:
+        """Write the initial layer rows of a job registered without them, with its spec (now carrying the
+        dimensions the data determined), in one script, as the holder ``owner`` of its driver lease.
+
+        Returns False, changing nothing, when the job has rows already (a resumed job). Raises SpecError
+        (bad rows or spec), JobNotFound, TableError (``owner`` does not hold the lease; the job is finished).
+        """
+        keys = Keys(job)
+        check_spec_json(spec_json)
+        if not layers:
+            raise SpecError(f"layers: expected 1..{MAX_LAYERS} initial LayerEntry rows, got none")
+        rows = _encode_rows(layers, self.job_info(job).seed_bits, with_time=False)
+        args = [keys.prefix, check_member_id(owner), spec_json, len(layers)]
+        lease_key = keys.prefix + "lease"
+        made = self._run("INIT_ROWS", [keys.meta, keys.events, lease_key], args + rows, "init_rows")
+        return made != -1
 
     def _check_resume(self, job: str, spec_json: str, layers: Sequence[LayerEntry]) -> None:
         if json.loads(self.get_spec(job)) != json.loads(spec_json):
@@ -362,3 +363,28 @@ def decode_info(job: str, r: list) -> JobInfo:
         desired_workers=int(r[4]),
         created=decode_float(r[5], meta, "created"),
     )
+
+
+def _encode_rows(layers: Sequence[LayerEntry], bits: int, *, with_time: bool) -> list[bytes | str]:
+    """The CREATE / INIT_ROWS script arguments of initial rows (7 per layer with the time field, else 6).
+    Raises SpecError naming the layer and field."""
+    if not isinstance(layers, Sequence) or len(layers) > MAX_LAYERS:
+        raise SpecError(f"layers: expected at most {MAX_LAYERS} LayerEntry rows, got {layers!r}"[:200])
+    rows: list[bytes | str] = []
+    width = seed_width(bits)
+    for i, e in enumerate(layers):
+        if not isinstance(e, LayerEntry) or e.layer != i:
+            raise SpecError(f"layers[{i}]: expected a LayerEntry with layer={i}, got {e!r}"[:200])
+        seeds = check_seeds(e.seeds, bits, f"layers[{i}].seeds")
+        check_float_count(len(e.floats), e.rank, f"layers[{i}].floats")
+        rows += [
+            encode_seeds(seeds, width),
+            encode_gens((0,) * len(seeds)),
+            encode_floats(e.floats, f"layers[{i}].floats"),
+            encode_loss(e.loss, allow_inf=True, what=f"layers[{i}].loss"),
+            b"0",
+            check_writer(e.writer or "create", f"layers[{i}].writer"),
+        ]
+        if with_time:
+            rows.append(b"")
+    return rows

@@ -28,6 +28,40 @@ if t == 'none' then return 0 end
 return 1
 """)
 
+# KEYS: meta, events, lease.  ARGV: prefix, owner, spec, n_layers, then per layer: seeds (packed), gens
+# (packed), floats, loss, version, writer (the CREATE script's rows, without their time).  The job's initial
+# rows, written once by the holder of its driver lease (the runner, after it measured them): the rows, their
+# ``init`` stream entries and the spec with the dimensions the data determined, together.  Returns the
+# number of layers written, or -1 when the job has rows already (nothing changed).
+INIT_ROWS = lua_script(r"""
+local meta = load_meta(KEYS[1])
+want_type(KEYS[3], 'hash', true)
+local holder = redis.call('HGET', KEYS[3], 'owner')
+if holder ~= ARGV[2] then
+  fail('GERM_STATE', 'job ' .. KEYS[1] .. ': the initial rows are written by the driver lease holder; '
+       .. show(ARGV[2]) .. ' does not hold it (holder ' .. show(holder) .. ')')
+end
+if meta.n_layers > 0 then return -1 end
+if not (@WRITABLE@)[meta.state] then
+  fail('GERM_STATE', 'job ' .. KEYS[1] .. ' is ' .. meta.state .. '; its initial rows were not written')
+end
+want_type(KEYS[2], 'stream', true)
+local t = now()
+local n = tonumber(ARGV[4])
+for i = 0, n - 1 do
+  local b = 5 + i * 6
+  local key = ARGV[1] .. 'layer:' .. i
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'format', FORMAT, 'seeds', ARGV[b], 'gens', ARGV[b + 1], 'floats', ARGV[b + 2],
+             'loss', ARGV[b + 3], 'version', ARGV[b + 4], 'writer', ARGV[b + 5], 'time', t, 'recent', '')
+  redis.call('XADD', KEYS[2], '*', 'format', FORMAT, 'kind', 'init', 'layer', fmt(i), 'version', ARGV[b + 4],
+             'epoch', fmt(meta.epoch), 'seeds', ARGV[b], 'gens', ARGV[b + 1], 'floats', ARGV[b + 2],
+             'loss', ARGV[b + 3], 'writer', ARGV[b + 5], 'time', t)
+end
+redis.call('HSET', KEYS[1], 'spec', ARGV[3], 'n_layers', ARGV[4])
+return n
+""")
+
 # KEYS: meta.  ARGV: new state, expected current state ('' = any).  Returns the previous state.
 SET_STATE = lua_script(r"""
 local meta = load_meta(KEYS[1])

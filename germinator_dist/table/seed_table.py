@@ -49,6 +49,7 @@ _SCRIPTS = (
     "PUBLISH",
     "SNAPSHOT",
     "CREATE",
+    "INIT_ROWS",
     "REPAIR",
     "DELETE",
     "SET_STATE",

@@ -45,6 +45,39 @@ def test_create_refuses_an_existing_id_unless_resuming(table: SeedTable, job_id:
     assert table.job_info(job_id).desired_workers == 5  # a refused resume changed nothing
 
 
+def test_a_registered_job_gets_its_rows_once_from_its_lease_holder(table: SeedTable, job_id: str) -> None:
+    table.create_job(job_id, SPEC, (), seed_bits=16, lease=("runner-a", 30.0))
+    info = table.job_info(job_id)
+    assert (info.state, info.n_layers, info.seed_bits) == (JobState.PENDING, 0, 16)
+    assert table.snapshot(job_id).layers == () and table.events(job_id) == []
+    resolved = json.dumps({**json.loads(SPEC), "resolved": True})
+    with pytest.raises(TableError, match="'runner-b' does not hold it"):
+        table.init_rows(job_id, "runner-b", resolved, initial_rows(2))
+    with pytest.raises(SpecError, match=r"layers\[0\].seeds"):  # the stored seed width (16 bits) holds
+        wide = [e.model_copy(update={"seeds": (1 << 20, *e.seeds[1:])}) for e in initial_rows(2)]
+        table.init_rows(job_id, "runner-a", resolved, wide)
+    assert table.job_info(job_id).n_layers == 0  # refused: nothing written
+    assert table.init_rows(job_id, "runner-a", resolved, initial_rows(2)) is True
+    assert json.loads(table.get_spec(job_id)) == json.loads(resolved)
+    snap = table.snapshot(job_id)
+    assert len(snap.layers) == 2 and [e.version for e in snap.layers] == [0, 0]
+    assert [(e.kind, e.layer) for e in table.events(job_id)] == [("init", 0), ("init", 1)]
+    # once: a resumed runner keeps the rows (and whatever was committed since)
+    table.commit_seeds(job_id, 1, 0, SEEDS, FL, 0.5)
+    assert table.init_rows(job_id, "runner-a", SPEC, initial_rows(2)) is False
+    assert table.entry(job_id, 1).seeds == SEEDS and json.loads(table.get_spec(job_id)) == json.loads(
+        resolved
+    )
+
+
+def test_a_finished_job_gets_no_initial_rows(table: SeedTable, job_id: str) -> None:
+    table.create_job(job_id, SPEC, (), lease=("runner-a", 30.0))
+    table.set_state(job_id, JobState.CANCELLED)
+    with pytest.raises(TableError, match="CANCELLED; its initial rows were not written"):
+        table.init_rows(job_id, "runner-a", SPEC, initial_rows(2))
+    assert table.job_info(job_id).n_layers == 0
+
+
 def test_resume_of_a_missing_job_creates_it(table: SeedTable, job_id: str) -> None:
     assert table.create_job(job_id, SPEC, initial_rows(1), resume=True).epoch == 0
 

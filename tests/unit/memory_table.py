@@ -1,6 +1,7 @@
-"""An in-memory seed table implementing ``SeedTableLike`` with the table's commit rules (docs/table.md,
-docs/layout.md), for unit tests of the driver's logic. The Redis table is tested against the same rules in
-tests/integration; this one also counts the calls it gets, so a test can see what the driver asked."""
+"""An in-memory seed table implementing ``SeedTableLike`` and ``JobRegistry`` with the table's commit rules
+(docs/table.md, docs/layout.md), for unit tests of the driver's logic and of a job's lifecycle. The Redis
+table is tested against the same rules in tests/integration; this one also counts the calls it gets, so a
+test can see what the driver asked."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from germinator_dist.errors import JobNotFound, SpecError, TableError
 from germinator_dist.records import (
     CommitOutcome,
+    JobInfo,
     JobState,
     LayerEntry,
     Progress,
@@ -41,6 +43,8 @@ class MemoryTable:
         self.docs: dict[tuple[str, str], str] = {}
         self.beats: dict[tuple[str, str, str], dict] = {}
         self.events: dict[str, list[tuple[str, int]]] = {}  # (kind, layer) per accepted change
+        self.specs: dict[str, str] = {}
+        self.leases: dict[str, str] = {}  # job -> owner
         self.calls: Counter = Counter()
 
     # ---- set-up (not part of the protocol) ---------------------------------------------------------
@@ -49,6 +53,57 @@ class MemoryTable:
             self.rows[job] = [r.model_copy(update={"gens": r.generations}) for r in rows]
             self.epoch[job], self.state[job], self.desired[job] = 0, JobState(state), desired
             self.progress_[job], self.events[job] = Progress(), []
+
+    # ---- the job registry (JobRegistry) -------------------------------------------------------------
+    def create_job(
+        self, job, spec_json, layers=(), desired_workers=1, *, resume=False, seed_bits=63, lease=None
+    ) -> JobInfo:
+        """Register a job (PENDING), with rows or without; an existing id raises TableError."""
+        self.calls["create_job"] += 1
+        if job in self.rows:
+            raise TableError(f"job {job} already exists")
+        self.add_job(job, layers, desired_workers, state=JobState.PENDING)
+        self.specs[job] = spec_json
+        if lease is not None:
+            self.leases[job] = lease[0]
+        return self.job_info(job)
+
+    def init_rows(self, job, owner, spec_json, layers) -> bool:
+        """The initial rows and the resolved spec, written only by the lease holder, only once."""
+        self.calls["init_rows"] += 1
+        with self._lock:
+            if self.leases.get(self._job(job)) != owner:
+                raise TableError(f"job {job}: {owner!r} does not hold the driver lease")
+            if self.rows[job]:
+                return False
+            self._writable(job)
+            self.rows[job] = [r.model_copy(update={"gens": r.generations}) for r in layers]
+            self.specs[job] = spec_json
+            self.events[job] += [("init", r.layer) for r in layers]
+            return True
+
+    def job_info(self, job: str) -> JobInfo:
+        return JobInfo(
+            job=job, state=self.state[self._job(job)], n_layers=len(self.rows[job]), seed_bits=63,
+            epoch=self.epoch[job], desired_workers=self.desired[job], created=0.0,
+        )  # fmt: skip
+
+    def get_spec(self, job: str) -> str:
+        return self.specs[self._job(job)]
+
+    def claim_lease(self, job: str, owner: str) -> None:
+        """Simplified: take the lease when nobody holds it."""
+        if self.leases.get(self._job(job), owner) != owner:
+            raise TableError(f"job {job}: the lease is held by {self.leases[job]}")
+        self.leases[job] = owner
+
+    def release_lease(self, job: str, owner: str, final=None) -> bool:
+        if self.leases.get(self._job(job)) != owner:
+            return False
+        del self.leases[job]
+        if final is not None and self.state[job] == JobState.RUNNING:
+            self.state[job] = JobState(final)
+        return True
 
     def set_state(self, job: str, state: JobState) -> None:
         self.state[self._job(job)] = JobState(state)

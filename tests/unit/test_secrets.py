@@ -16,9 +16,9 @@ import pytest
 
 from germinator_dist.config import parse_job_spec
 from germinator_dist.errors import SpecError
+from germinator_dist.redaction import redact_address, scrub, url_secrets
 from germinator_dist.service import local_stack
 from germinator_dist.service.operations import check_placement
-from germinator_dist.service.redaction import redact_address, scrub, url_secrets
 from germinator_dist.table.conn import PASSWORD_ENV, parse_url, redact
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -153,9 +153,7 @@ SPEC_PROPOSER_FIELDS = ("seed_bits", "population", "rng_seed", "budget", "slots"
                          "incumbent_seeds", "incumbent_loss")  # fmt: skip
 
 
-def proposer_fields(
-    spec: JobSpec, layer_seeds: Sequence[int] | int | None, layer: int | None = None
-) -> dict:
+def proposer_fields(spec: JobSpec, layer_seeds: Sequence[int] | int | None, layer: int | None = None) -> dict:
     """Keyword arguments of ``proposers.make_proposer`` for one layer (all but the name and the loss).
 
     ``layer_seeds`` is the layer's incumbent (its length gives the rank), or its seed count, or None for

@@ -1,17 +1,42 @@
-"""Where the seed table and the Ray cluster are: the one resolver every command uses.
+"""Where the seed table and the Ray cluster are: the one resolver that the CLI, the job runner, the sweep
+and the demo use.
 
 Each address comes from its flag, then the environment (``GERMINATOR_REDIS_URL``, ``RAY_ADDRESS``), then
-the local stack recorded by ``germinator-dist up``; an error names the one that was tried.
+the local stack recorded by ``germinator-dist up`` (``local.json`` in ``local_home()``); an error names the
+one that was tried. Pure: reads the environment and one JSON file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from germinator_dist.errors import ConnectionFailed
-from germinator_dist.service import local_stack
-from germinator_dist.service.redaction import redact_address
+from germinator_dist.redaction import redact_address
+
+STATE_FILE = "local.json"  # the local stack's record, in local_home()
+
+
+def local_home() -> Path:
+    """Where the local stack keeps its data and its record: ``GERMINATOR_HOME``, else
+    ``$XDG_DATA_HOME/germinator-dist``, else ``~/.local/share/germinator-dist``."""
+    env = os.environ.get("GERMINATOR_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "germinator-dist"
+
+
+def read_local_state() -> dict | None:
+    """The recorded local stack, or None when ``up`` has not run (or ``down`` has)."""
+    path = local_home() / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "redis_url" in data else None
 
 
 @dataclass
@@ -34,13 +59,13 @@ class Endpoints:
 
 def resolve(redis: str | None = None, address: str | None = None, need_ray: bool = False) -> Endpoints:
     """Pick the Redis URL and Ray address: flag, then environment, then the recorded local stack."""
-    state = local_stack.read_state()
+    state = read_local_state()
     if redis:
         r, rs = redis, "--redis"
     elif os.environ.get("GERMINATOR_REDIS_URL"):
         r, rs = os.environ["GERMINATOR_REDIS_URL"], "GERMINATOR_REDIS_URL"
     elif state:
-        r, rs = state["redis_url"], f"the local stack ({local_stack.home() / local_stack.STATE_FILE})"
+        r, rs = state["redis_url"], f"the local stack ({local_home() / STATE_FILE})"
     else:
         raise ConnectionFailed(
             "redis: no seed table configured: pass --redis URL, set GERMINATOR_REDIS_URL, "
