@@ -435,7 +435,10 @@ class JobSpec(_Frozen):
 
 
 def parse_job_spec(data: Any, source: str = "spec") -> JobSpec:
-    """Validate a dict into a JobSpec; raise SpecError with one line per error (field path and value)."""
+    """Validate a dict into a JobSpec; raise SpecError with one line per error (field path and value).
+
+    The proposer's name and settings are the search's to check (``search/job_setup.check_job_spec``,
+    which ``register_job`` and ``validate`` run)."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
@@ -445,14 +448,6 @@ def parse_job_spec(data: Any, source: str = "spec") -> JobSpec:
         if not other:  # only the trainer section is wrong: its own messages, ``trainer.<field>: ...``
             load_trainer_config(data.get("trainer"))
         raise SpecError(format_errors(other or exc.errors())) from None
-    if spec.mode != "train":
-        from germinator_dist.search.proposers import check_proposer, proposer_fields
-
-        try:  # every layer has the model's rank: one check covers them (nothing is built)
-            check_proposer(spec.search.proposer, **proposer_fields(spec, layer_seeds=None))
-        except SpecError as exc:
-            named = str(exc).startswith(("search.", "model."))
-            raise SpecError(str(exc) if named else f"search.{exc}") from None
     return spec
 
 

@@ -34,7 +34,9 @@ def _table(args, need_ray=False):
 def cmd_validate(args) -> int:
     from germinator_dist.config import load_job_spec
 
-    spec = load_job_spec(args.spec)
+    from germinator_dist.search.job_setup import check_job_spec
+
+    spec = check_job_spec(load_job_spec(args.spec))
     if not args.no_data:  # the data as the runner will load it (here: its path must exist on this machine)
         from germinator_dist.search.job_setup import resolve_job
 

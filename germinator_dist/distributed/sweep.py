@@ -84,9 +84,14 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, dict]:
         base = load_job_spec(path.parent / sweep.base).model_dump(mode="json", exclude={"job"})
     else:
         base = parse_job_spec(sweep.base).model_dump(mode="json", exclude={"job"})
+    from germinator_dist.search.job_setup import check_job_spec
+
+    check_job_spec(parse_job_spec(base))
     for field, dom in sweep.space.items():
         _domain(field, dom)
-        parse_job_spec(apply_config(base, {field: (dom.get("choice") or next(iter(dom.values())))[0]}))
+        check_job_spec(
+            parse_job_spec(apply_config(base, {field: (dom.get("choice") or next(iter(dom.values())))[0]}))
+        )
     return sweep, base
 
 

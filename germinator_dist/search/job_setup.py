@@ -1,8 +1,8 @@
 """One job's lifecycle, the parts without Ray or Redis (docs/architecture.md, "One job, from submit to
 commit").
 
-1. ``register_job`` (the client, ``submit``): the validated spec goes to the table as a PENDING job with no
-   rows; nothing is loaded, so the client needs no access to the data.
+1. ``register_job`` (the client, ``submit``): the spec, checked (``check_job_spec``), goes to the table as a
+   PENDING job with no rows; nothing is loaded, so the client needs no access to the data.
 2. ``prepare_job`` (the runner, on the cluster, as the holder of the job's driver lease): loads the data
    once, fills in the dimensions it determines, measures the initial model's loss on the fitness batch and
    writes the initial rows with the resolved spec (``SeedTable.init_rows``). A resumed job has its rows
@@ -28,6 +28,23 @@ from germinator_dist.search.evaluator import LayerEvaluator
 from germinator_dist.table_protocol import JobRegistry
 
 ERROR_DOC = "error"  # the job document holding why its runner failed (``status`` shows it)
+
+
+def check_job_spec(spec: JobSpec) -> JobSpec:
+    """What the search checks in a spec on top of ``config.parse_job_spec``: the proposer's name and
+    settings, ``search.slots`` and the rank against the seed width (every layer has the model's rank, so
+    one check covers them). Builds no proposer, loads no data. Returns ``spec``. Raises SpecError naming
+    ``search.<field>`` or ``model.<field>`` and the value."""
+    if spec.mode == "train":
+        return spec
+    from germinator_dist.search.proposers import check_proposer, proposer_fields
+
+    try:
+        check_proposer(spec.search.proposer, **proposer_fields(spec, layer_seeds=None))
+    except SpecError as exc:
+        named = str(exc).startswith(("search.", "model."))
+        raise SpecError(str(exc) if named else f"search.{exc}") from None
+    return spec
 
 
 def resolve_job(spec: JobSpec):
@@ -74,7 +91,7 @@ def register_job(table: JobRegistry, spec: JobSpec, *, lease: tuple[str, float] 
     """Write the job to the table as PENDING with its spec and no rows; loads no data. ``lease`` = (owner,
     ttl seconds): the job's driver lease, taken in the same write. Returns the spec with its job id.
     Raises SpecError, TableError (the id exists)."""
-    spec = spec.with_id()
+    spec = check_job_spec(spec).with_id()
     table.create_job(
         spec.job,
         spec.model_dump_json(),

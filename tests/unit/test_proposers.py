@@ -548,17 +548,23 @@ def test_from_incumbent_builds_a_fresh_search_from_the_table_row():
 
 
 def test_jobspec_slots_are_checked_against_the_layer_rank():
+    """The search's check of a parsed spec (``check_job_spec``; ``parse_job_spec`` imports no proposer)."""
     from germinator_dist.config import parse_job_spec
+    from germinator_dist.search.job_setup import check_job_spec
     from germinator_dist.search.proposers import proposer_fields
 
     with pytest.raises(SpecError, match=r"^search\.slots: slot 40 is outside \[0, 36\) for rank 32$"):
-        parse_job_spec({"mode": "search", "model": {"rank": 32}, "search": {"slots": [0, 40], "swap": None}})
+        check_job_spec(
+            parse_job_spec(
+                {"mode": "search", "model": {"rank": 32}, "search": {"slots": [0, 40], "swap": None}}
+            )
+        )
     with pytest.raises(SpecError, match=r"^search\.slots: slot 2 is named twice"):
-        parse_job_spec({"mode": "search", "search": {"slots": [2, 2], "swap": None}})
+        check_job_spec(parse_job_spec({"mode": "search", "search": {"slots": [2, 2], "swap": None}}))
     with pytest.raises(SpecError, match=r"^model\.rank=300: 300 components need distinct seeds"):
-        parse_job_spec({"mode": "search", "model": {"rank": 300, "seed_bits": 8}})
+        check_job_spec(parse_job_spec({"mode": "search", "model": {"rank": 300, "seed_bits": 8}}))
     with pytest.raises(SpecError, match=r"^search\.options\.rank: set by the spec"):
-        parse_job_spec({"mode": "search", "search": {"options": {"rank": 3}, "swap": None}})
+        check_job_spec(parse_job_spec({"mode": "search", "search": {"options": {"rank": 3}, "swap": None}}))
     spec = parse_job_spec(
         {"mode": "search", "model": {"rank": 32}, "search": {"slots": [35, 0, 33], "swap": None}}
     )
