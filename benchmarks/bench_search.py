@@ -414,10 +414,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round, short measurements")
     p.add_argument("--rounds", type=int, default=None, help="rounds (medians over them); default 3, quick 1")
     p.add_argument("--seconds", type=float, default=None, help="seconds per measurement; default 5, quick 2")
-    p.add_argument("--tune-trials", type=int, default=None,
-                   help="Ray Tune trials with actor reuse; default 20, quick 12 (2/5 as many without)")
-    p.add_argument("--candidates-per-call", type=lambda v: v if v == "auto" else int(v), default="auto",
-                   help="driver call size of the main rows: auto (the spec default) or a number")
+    p.add_argument(
+        "--tune-trials",
+        type=int,
+        default=None,
+        help="Ray Tune trials with actor reuse; default 20, quick 12 (2/5 as many without)",
+    )
+    p.add_argument(
+        "--candidates-per-call",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="driver call size of the main rows: auto (the spec default) or a number",
+    )
     p.add_argument("--fixed-call", type=int, default=8, help="call size of the extra fixed-size 1-worker row")
     p.add_argument("--capacity-workers", type=int, default=256, help="fake workers for driver capacity")
     p.add_argument("--aof", default="always", choices=["always", "everysec", "no"], help="Redis appendfsync")
@@ -449,17 +457,30 @@ def main(argv: list[str] | None = None) -> int:
         spec, dataset = create_job(table, make_spec("bench-search", 2, secs, cpc))
         batch = fitness_batch(spec, dataset)
         job = spec.job
-        say(f"[dim]objective: {spec.model.input_dim}-256-256-{spec.model.num_classes} GerminatorMLP, rank "
+        say(
+            f"[dim]objective: {spec.model.input_dim}-256-256-{spec.model.num_classes} GerminatorMLP, rank "
             f"{spec.model.rank}, {spec.model.seed_bits}-bit seeds, digits fitness batch {len(batch)} rows, "
             f"layer {LAYER} searched, refit_steps 0, candidates per call: {cpc} (driver rows), "
-            f"{args.fixed_call} (in-process and fixed rows)[/dim]")
+            f"{args.fixed_call} (in-process and fixed rows)[/dim]"
+        )
         snap = table.snapshot(job)
         inproc = InProcess(spec, batch, snap, args.fixed_call)
 
-        ray.init(address="local", num_cpus=CORES, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1", logging_level=logging.ERROR)
-        pool = RayPool(spec.model.model_dump_json(), batch.inputs.numpy(), batch.targets.numpy(),
-                       cpus=1, name_prefix="bench-w")
+        ray.init(
+            address="local",
+            num_cpus=CORES,
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+            logging_level=logging.ERROR,
+        )
+        pool = RayPool(
+            spec.model.model_dump_json(),
+            batch.inputs.numpy(),
+            batch.targets.numpy(),
+            cpus=1,
+            name_prefix="bench-w",
+        )
         pool.resize(2)
         deadline = time.monotonic() + 180
         while len(pool.status().live) < 2:
@@ -471,8 +492,13 @@ def main(argv: list[str] | None = None) -> int:
         worker_pid = pool.workers_info()[live[0]]["pid"]  # runs the 1-worker rows (same machine)
         # warm-up: compile the generator kernels in each worker, then one short driver run
         warm = ask_candidates(spec, snap, 64, rng_seed=3)
-        ray.get([a.evaluate.remote(LAYER, [list(c) for c in warm], snap.model_dump_json(), 0, 0.02)
-                 for a in actors], timeout=300)
+        ray.get(
+            [
+                a.evaluate.remote(LAYER, [list(c) for c in warm], snap.model_dump_json(), 0, 0.02)
+                for a in actors
+            ],
+            timeout=300,
+        )
         run_driver(table, job, make_spec(job, 2, 1.0, cpc), FirstN(pool, 2))
         say(f"[dim]started redis + Ray (2 workers) and warmed up in {time.monotonic() - t_start:.0f} s[/dim]")
 
@@ -487,8 +513,13 @@ def main(argv: list[str] | None = None) -> int:
                 t0, s0 = time.monotonic(), schedstat(worker_pid)
                 rate, stats = run_driver(table, job, make_spec(job, n, secs, cpc), FirstN(pool, n))
                 rates.setdefault(f"driver{n}", []).append(rate)
-                commits.update({f"{n}w accepted": stats.accepted, f"{n}w stale": stats.stale,
-                                f"{n}w evaluations": stats.evaluations})
+                commits.update(
+                    {
+                        f"{n}w accepted": stats.accepted,
+                        f"{n}w stale": stats.stale,
+                        f"{n}w evaluations": stats.evaluations,
+                    }
+                )
                 s1 = schedstat(worker_pid)
                 if n == 1 and s0 and s1:  # where the worker's wall time went: computing, or not
                     wall = time.monotonic() - t0
@@ -503,13 +534,17 @@ def main(argv: list[str] | None = None) -> int:
             snap = table.snapshot(job)
             for n in (1, 2):
                 rates.setdefault(f"map{n}", []).append(actor_pool_map(actors[:n], spec, snap, secs, 100 + r))
-            say(f"[dim]round {r + 1}/{rounds} done ({time.monotonic() - t_start:.0f} s, load "
-                f"{os.getloadavg()[0]:.1f})[/dim]")
+            say(
+                f"[dim]round {r + 1}/{rounds} done ({time.monotonic() - t_start:.0f} s, load "
+                f"{os.getloadavg()[0]:.1f})[/dim]"
+            )
         pool.shutdown()
         if CALL_SIZES:
-            notes.append(f"auto call size: the workers' call sizes at the end of the driver runs ranged "
-                         f"{min(CALL_SIZES)}-{max(CALL_SIZES)} candidates (median "
-                         f"{statistics.median(CALL_SIZES):.0f}; call_seconds {spec.search.call_seconds})")
+            notes.append(
+                f"auto call size: the workers' call sizes at the end of the driver runs ranged "
+                f"{min(CALL_SIZES)}-{max(CALL_SIZES)} candidates (median "
+                f"{statistics.median(CALL_SIZES):.0f}; call_seconds {spec.search.call_seconds})"
+            )
         for n in (1, 2):
             notes.append(
                 f"driver {n}w rows ({cpc} per call): {commits[f'{n}w accepted']} commits accepted (each a"
@@ -520,9 +555,11 @@ def main(argv: list[str] | None = None) -> int:
         for key, reuse, n in (("tune", True, trials), ("tune_fresh", False, fresh_trials)):
             steady, overall = ray_tune(spec, batch, snap, n, reuse)
             rates[key] = [steady]
-            notes.append(f"Ray Tune, reuse_actors={reuse}: {n} trials; {steady:.2f} trials/s from the first "
-                         f"trial's end to the last one's (in the table), {overall:.2f}/s over the whole "
-                         f"Tuner.fit with its start-up")
+            notes.append(
+                f"Ray Tune, reuse_actors={reuse}: {n} trials; {steady:.2f} trials/s from the first "
+                f"trial's end to the last one's (in the table), {overall:.2f}/s over the whole "
+                f"Tuner.fit with its start-up"
+            )
         say(f"[dim]Ray Tune done ({time.monotonic() - t_start:.0f} s)[/dim]")
         ray.shutdown()
 
@@ -561,34 +598,68 @@ def main(argv: list[str] | None = None) -> int:
     w1 = ratio["driver1"]
     name = f"this driver (SearchDriver, RayPool, Redis), calls {cpc}"
     row(name, "driver1", 1, f"{w1:.0%} of ideal", ">= 80%", w1 >= 0.8)
-    row(f"this driver, every call {args.fixed_call} candidates", "driver1fixed", 1,
-        f"{ratio['driver1fixed']:.0%} of ideal")
+    row(
+        f"this driver, every call {args.fixed_call} candidates",
+        "driver1fixed",
+        1,
+        f"{ratio['driver1fixed']:.0%} of ideal",
+    )
     eff = med["driver2"] / (2 * med["driver1"])
     row(name, "driver2", 2, f"scaling efficiency {eff:.0%}")
     for n in (1, 2):
         x = med[f"driver{n}"] / med[f"map{n}"]
-        row("ActorPool.map, 1 candidate per call", f"map{n}", n, f"ours ({n}w) {x:.2f}x faster", ">= 2x",
-            x >= 2)
+        row(
+            "ActorPool.map, 1 candidate per call",
+            f"map{n}",
+            n,
+            f"ours ({n}w) {x:.2f}x faster",
+            ">= 2x",
+            x >= 2,
+        )
     x = med["driver2"] / med["tune"]
-    row("Ray Tune + NevergradSearch, actors reused", "tune", "<= 2 trials", f"ours (2w) {x:,.0f}x faster",
-        ">= 50x", x >= 50)
+    row(
+        "Ray Tune + NevergradSearch, actors reused",
+        "tune",
+        "<= 2 trials",
+        f"ours (2w) {x:,.0f}x faster",
+        ">= 50x",
+        x >= 50,
+    )
     x = med["driver2"] / med["tune_fresh"]
-    row("Ray Tune + NevergradSearch, Tune defaults", "tune_fresh", "<= 2 trials",
-        f"ours (2w) {x:,.0f}x faster", ">= 50x", x >= 50)
-    row("driver capacity, zero-cost pool", "capacity", f"{args.capacity_workers} fake",
-        "propose+dispatch+commit", ">= 20,000", med["capacity"] >= 20_000)
+    row(
+        "Ray Tune + NevergradSearch, Tune defaults",
+        "tune_fresh",
+        "<= 2 trials",
+        f"ours (2w) {x:,.0f}x faster",
+        ">= 50x",
+        x >= 50,
+    )
+    row(
+        "driver capacity, zero-cost pool",
+        "capacity",
+        f"{args.capacity_workers} fake",
+        "propose+dispatch+commit",
+        ">= 20,000",
+        med["capacity"] >= 20_000,
+    )
     console.print(table_out)
     load1 = os.getloadavg()
-    say(f"machine: {CORES} CPU cores ({os.uname().machine}). With 2 workers, the driver, Redis and Ray's own "
-        f"processes share these {CORES} cores with the workers: 2-worker scaling is bounded by the machine.")
-    say(f"load average (1 min) {load0[0]:.1f} at the start, {load1[0]:.1f} at the end; "
-        f"torch {torch.__version__}, ray {ray.__version__}; {took:.0f} s in all")
+    say(
+        f"machine: {CORES} CPU cores ({os.uname().machine}). With 2 workers, the driver, Redis and Ray's own "
+        f"processes share these {CORES} cores with the workers: 2-worker scaling is bounded by the machine."
+    )
+    say(
+        f"load average (1 min) {load0[0]:.1f} at the start, {load1[0]:.1f} at the end; "
+        f"torch {torch.__version__}, ray {ray.__version__}; {took:.0f} s in all"
+    )
     if busy:
         on = statistics.median(b[0] for b in busy)
         wait = statistics.median(b[1] for b in busy)
-        say(f"1-worker rows: the worker's thread was on a CPU {on:.0%} of the time, runnable but waiting for "
+        say(
+            f"1-worker rows: the worker's thread was on a CPU {on:.0%} of the time, runnable but waiting for "
             f"a CPU (other processes) {wait:.0%}, idle (waiting for work) {max(0.0, 1 - on - wait):.0%}; "
-            f"the in-process rows' thread was on a CPU {statistics.median(IN_PROCESS_CPU):.0%} of the time")
+            f"the in-process rows' thread was on a CPU {statistics.median(IN_PROCESS_CPU):.0%} of the time"
+        )
     for n in notes:
         say(n)
     return 0

@@ -33,7 +33,6 @@ def _table(args, need_ray=False):
 
 def cmd_validate(args) -> int:
     from germinator_dist.config import load_job_spec
-
     from germinator_dist.search.job_setup import check_job_spec
 
     spec = check_job_spec(load_job_spec(args.spec))
