@@ -38,8 +38,8 @@ from germinator_dist.records import (
 ROLE = {"a1": 1, "b1": 2, "a2": 3, "b2": 4, "mask": 5, "scale": 6, "shift": 7, "bias": 8}
 SECOND_MOMENT = 1.0 / 3.0  # E[a^2] of int8/128 (and of uint8/256): about 1/3
 # Tensors with fewer elements are generated as the head of a stream this long and cut: the same bits
-# (element i always comes from Philox block i // per_block), but on the generator's compiled path,
-# which for a few hundred elements is about 8x faster than its eager path for tiny requests.
+# (element i always comes from Philox block i // per_block), but on the generator's compiled path rather
+# than its eager one, whose per-operation overhead dominates a request of a few hundred elements.
 SMALL_TENSOR = 4096
 Component = tuple  # (a1 (out,), b1 (in,), a2 (out,), b2 (in,)) of one component seed
 

@@ -21,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
-try:  # redis[hiredis]: the C packer, ~2x faster than redis-py's wrapper around it for long commands
+try:  # redis[hiredis]: the C packer for long commands, instead of redis-py's Python one
     import hiredis
 except ImportError:  # pragma: no cover - redis-py's own packer then
     hiredis = None

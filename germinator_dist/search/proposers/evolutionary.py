@@ -19,12 +19,8 @@ from typing import Any
 
 from pydantic import Field
 
-from germinator_dist.search.proposers.base import (
-    BaseProposer,
-    ProposerConfig,
-    loss_from_json,
-    loss_to_json,
-)
+from germinator_dist.search.proposers.base import BaseProposer, ProposerConfig
+from germinator_dist.search.proposers.vectors import loss_from_json, loss_to_json
 
 _DEDUP_TRIES = 8
 

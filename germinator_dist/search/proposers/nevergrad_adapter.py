@@ -38,7 +38,8 @@ from pydantic import Field
 
 from germinator_dist.errors import SpecError
 from germinator_dist.records import duplicate_component
-from germinator_dist.search.proposers.base import BaseProposer, ProposerConfig, loss_from_json, loss_to_json
+from germinator_dist.search.proposers.base import BaseProposer, ProposerConfig
+from germinator_dist.search.proposers.vectors import loss_from_json, loss_to_json
 
 LOSS_CAP = 1e20
 _INFEASIBLE_TRIES = 16  # asks per candidate before a repeated component seed is redrawn by the adapter

@@ -15,18 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from germinator_dist.errors import SpecError
 from germinator_dist.records import n_seeds, rank_of
-from germinator_dist.search.proposers.base import (
-    BaseProposer,
-    ProposerConfig,
-    build_config,
-    check_rank,
-    check_slots,
-    check_state_format,
-)
+from germinator_dist.search.proposers.base import BaseProposer, ProposerConfig, build_config
 from germinator_dist.search.proposers.evolutionary import EvolutionaryProposer
 from germinator_dist.search.proposers.exhaustive import ExhaustiveProposer
 from germinator_dist.search.proposers.nevergrad_adapter import NevergradProposer, nevergrad_registry
 from germinator_dist.search.proposers.random_search import RandomSearchProposer
+from germinator_dist.search.proposers.vectors import check_rank, check_slots, check_state_format
 
 if TYPE_CHECKING:
     from germinator_dist.config import JobSpec
