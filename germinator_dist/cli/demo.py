@@ -21,7 +21,7 @@ from germinator_dist.errors import GerminatorError
 from germinator_dist.service import local_stack
 from germinator_dist.service import operations as service
 
-DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "examples" / "digits.yaml"
+DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "examples" / "digits.yaml"  # the checkout's examples/
 
 
 def run_demo(args) -> dict:
