@@ -27,7 +27,7 @@ from germinator_dist.endpoints import resolve
 from germinator_dist.errors import GerminatorError, JobBusy, TableError
 from germinator_dist.records import JobState
 from germinator_dist.search.driver import SearchDriver
-from germinator_dist.search.job_setup import ERROR_DOC, fitness_batch, prepare_job, record_error
+from germinator_dist.search.job_setup import ERROR_DOC, fitness_batch, prepare_job, record_error, stored_spec
 from germinator_dist.table import SeedTable
 
 log = logging.getLogger("germinator.job")
@@ -60,7 +60,7 @@ def run_job(
     makes the job fail is kept as its ``error`` document. Raises JobBusy when another driver holds the job,
     GerminatorError for a job that cannot run (unknown id, bad spec or data).
     """
-    spec = JobSpec.model_validate_json(table.get_spec(job))
+    spec = stored_spec(table, job)
     owner = owner or f"runner-{socket.gethostname()}-{os.getpid()}"
     try:  # PENDING -> RUNNING in the same step
         table.claim_lease(job, owner, lease.RUN_TTL_S, to_state=JobState.RUNNING)

@@ -18,11 +18,13 @@ import json
 import math
 import uuid
 
-from germinator_dist.config import JobSpec
+from pydantic import ValidationError
+
+from germinator_dist.config import JobSpec, format_validation_error
 from germinator_dist.core import prng
 from germinator_dist.core.data import Dataset, load_dataset
 from germinator_dist.core.model import build_model
-from germinator_dist.errors import SpecError
+from germinator_dist.errors import SpecError, TableError
 from germinator_dist.records import LayerEntry
 from germinator_dist.search.evaluator import LayerEvaluator
 from germinator_dist.table_protocol import JobRegistry
@@ -45,6 +47,18 @@ def check_job_spec(spec: JobSpec) -> JobSpec:
         named = str(exc).startswith(("search.", "model."))
         raise SpecError(str(exc) if named else f"search.{exc}") from None
     return spec
+
+
+def stored_spec(table: JobRegistry, job: str) -> JobSpec:
+    """The job's spec as stored in the table. Raises TableError naming the job and the bad field."""
+    raw = table.get_spec(job)
+    try:
+        return JobSpec.model_validate_json(raw)
+    except ValidationError as exc:
+        first = format_validation_error(exc).splitlines()[0]
+        raise TableError(f"job {job}: the stored spec is not a valid job spec: {first}") from None
+    except RecursionError:
+        raise TableError(f"job {job}: the stored spec is nested too deeply") from None
 
 
 def resolve_job(spec: JobSpec):
@@ -111,7 +125,7 @@ def prepare_job(table: JobRegistry, job: str, owner: str) -> tuple[JobSpec, Data
     Raises SpecError (data that cannot be loaded, a searched layer the model lacks, data whose dimensions
     differ from the stored model's: ``model.input_dim: spec says 64 but the data has 65``), TableError.
     """
-    spec, dataset = resolve_job(JobSpec.model_validate_json(table.get_spec(job)))
+    spec, dataset = resolve_job(stored_spec(table, job))
     if table.job_info(job).n_layers == 0:
         table.init_rows(job, owner, spec.model_dump_json(), initial_rows(spec, dataset))
     return spec, dataset

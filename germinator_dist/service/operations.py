@@ -389,6 +389,8 @@ def cancel(table, ep: Endpoints | None, job: str, grace_s: float = 15.0) -> None
 def scale(table, job: str, workers: int) -> None:
     """Set the desired worker count of a PENDING or RUNNING job, within its spec's ``workers.min``/``max``.
     Raises SpecError (out of bounds), TableError (a finished job, or a stored spec that is not valid)."""
+    from germinator_dist.search.job_setup import stored_spec  # (torch is imported only where needed)
+
     w = stored_spec(table, job).workers
     table.scale_workers(job, workers, w.min, w.max)
 
@@ -409,26 +411,10 @@ def submission_id(raw: str, job: str) -> str:
     return sid
 
 
-def stored_spec(table, job: str) -> JobSpec:
-    """The job's spec as stored in the table. Raises TableError naming the job and the bad field."""
-    from pydantic import ValidationError
-
-    from germinator_dist.config import format_validation_error
-
-    raw = table.get_spec(job)
-    try:
-        return JobSpec.model_validate_json(raw)
-    except ValidationError as exc:
-        first = format_validation_error(exc).splitlines()[0]
-        raise TableError(f"job {job}: the stored spec is not a valid job spec: {first}") from None
-    except RecursionError:
-        raise TableError(f"job {job}: the stored spec is nested too deeply") from None
-
-
 def export(table, job: str, out: Path) -> int:
     """Write the job's current best model as a tiny checkpoint. Returns its size in bytes."""
     from germinator_dist.core.checkpoint import save_checkpoint
-    from germinator_dist.search.job_setup import model_from_snapshot
+    from germinator_dist.search.job_setup import model_from_snapshot, stored_spec
 
     spec = stored_spec(table, job)
     snap = table.snapshot(job)
