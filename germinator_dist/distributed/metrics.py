@@ -88,7 +88,8 @@ class DriverMetrics:
         self._gauges = _Gauges(DRIVER_GAUGES, tags)
 
     def on_report(self, fig) -> None:
-        """``fig``: a ``driver.ReportFigures`` (cumulative counters of this run and current gauges)."""
+        """``fig``: a ``search.progress_report.ReportFigures`` (this run's cumulative counters and the
+        current gauges)."""
         s = fig.stats
         self._counters.update(
             germinator_evaluations=s.evaluations,

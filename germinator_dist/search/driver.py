@@ -17,8 +17,6 @@ The driver talks to an EvaluatorPool (pool.py) and a ``SeedTableLike`` (table_pr
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import functools
 import itertools
 import json
 import logging
@@ -28,49 +26,20 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 
 from germinator_dist.config import JobSpec
 from germinator_dist.core.model import build_model
 from germinator_dist.errors import SpecError, TableError
 from germinator_dist.records import CommitOutcome, JobState, Snapshot, SwapCommit
 from germinator_dist.search.pool import Completion, EvaluatorPool, Task
+from germinator_dist.search.progress_report import DriverStats, ProgressReporter, ReportFigures
 from germinator_dist.search.proposers import make_proposer, proposer_fields
 from germinator_dist.search.swap_proposer import SwapProposer, component_norms
 from germinator_dist.table_protocol import SeedTableLike
 
 log = logging.getLogger("germinator.driver")
 MAX_ATTEMPTS = 3  # a batch lost this many times is dropped (its candidates are discarded)
-WORKER_TTL = 10.0  # seconds a worker's heartbeat in the table lives
-WORKER_HEARTBEAT_S = WORKER_TTL / 4  # each live worker's heartbeat is refreshed about this often
 AUTO_FIRST_CALL = 8  # candidates_per_call "auto": the size of a worker's calls until one has come back
-
-
-@dataclass
-class DriverStats:
-    evaluations: int = 0
-    accepted: int = 0
-    stale: int = 0
-    not_better: int = 0
-    redispatched: int = 0
-    lost_workers: int = 0
-    seconds: float = 0.0
-    swaps: int = 0  # accepted swaps of component slots (swap mode)
-    screened: int = 0  # candidates scored by the gradient screen
-    swap_gain: float = 0.0  # fitness loss gained by accepted swaps, each against its own incumbent
-
-
-@dataclass(frozen=True)
-class ReportFigures:
-    """What the driver hands its ``on_report`` hook at every progress report (e.g. Ray metrics,
-    ``distributed.metrics.DriverMetrics``): this run's cumulative counters and the current gauges."""
-
-    stats: DriverStats
-    evals_per_s: float
-    workers_live: int
-    workers_desired: int
-    best_loss: float  # the table's best layer loss in the driver's latest snapshot (inf before any)
-    waiting: str = ""  # why desired workers are not running (the pool's reason), or ""
 
 
 class SearchDriver:
@@ -87,27 +56,25 @@ class SearchDriver:
         on_report: Callable[[ReportFigures], None] | None = None,
     ) -> None:
         self.table, self.job, self.spec, self.pool = table, job, spec, pool
-        self.on_report = on_report  # called with ReportFigures at every progress report
         self.id = driver_id or f"driver-{socket.gethostname()}-{os.getpid()}"
         self.progress_interval = progress_interval
-        self.stats = DriverStats()
         self._task_ids = itertools.count()
         self._redispatch: deque[Task] = deque()
         self._lost_ids: set[str] = set()
-        self._unreported = DriverStats()
-        self._heartbeat_at: dict[str, float] = {}  # worker -> when its heartbeat was last written
         self._call_size: dict[str, int] = {}  # worker -> candidates in its next call ("auto" sizing)
         self._outstanding = 0  # candidates dispatched (or queued for re-dispatch) and not yet evaluated
-        self._last_report = time.monotonic()
-        self._started = time.monotonic()
-        self._writer: cf.ThreadPoolExecutor | None = None  # progress/heartbeat writes, during run()
-        self._pending_report: cf.Future | None = None
         snap = table.snapshot(job)
         self._snap, self._desired = snap, 0  # the latest snapshot and desired count, for reports
         n = len(snap.layers)
         self.layers = list(spec.search.layers) if spec.search.layers is not None else list(range(n))
         self.proposers = {k: self._make_proposer(k, snap) for k in self.layers}
         self.swappers = self._make_swappers(snap) if spec.search.swap is not None else {}
+        # counters, progress and heartbeats (called with ReportFigures at every report: ``on_report``)
+        self.reporter = ProgressReporter(
+            table, job, pool, driver_id=self.id, interval=progress_interval, call_size=self.call_size,
+            swap_figures=bool(self.swappers), on_report=on_report,
+        )  # fmt: skip
+        self.stats = self.reporter.stats  # this run's counters
         self._busy_slots: dict[int, set[int]] = {k: set() for k in self.swappers}  # slots with a call out
         self._rr = itertools.cycle(self.layers)
         self._layer = next(self._rr)
@@ -284,7 +251,7 @@ class SearchDriver:
         res = done.result
         n = len(res.losses)
         self._outstanding -= len(task.candidates)
-        self._count(evaluations=n)
+        self.reporter.count(evaluations=n)
         self._resize_calls(done.worker, n, res.seconds)
         prop = self.proposers[task.layer]
         versions = tuple(res.versions)
@@ -293,7 +260,7 @@ class SearchDriver:
         if versions != snap.versions and not any(r < s for r, s in zip(versions, snap.versions)):
             snap = self.table.snapshot(self.job)
         if versions != snap.versions:  # computed against a stale snapshot: drop and count
-            self._count(stale=1)
+            self.reporter.count(stale=1)
             for c in task.candidates:
                 prop.discard(c)
             self._sync_incumbents(snap)
@@ -329,7 +296,7 @@ class SearchDriver:
             snap = self.table.snapshot(self.job)
             prop.set_incumbent(snap.layers[task.layer].seeds, snap.layers[task.layer].loss)
             return snap
-        self._count(
+        self.reporter.count(
             stale=int(outcome == CommitOutcome.STALE), not_better=int(outcome == CommitOutcome.NOT_BETTER)
         )
         return self.table.snapshot(self.job)
@@ -340,7 +307,7 @@ class SearchDriver:
         task, res = done.task, done.result
         self._busy_slots[task.layer].difference_update(st.slot for st in task.swap.slots)
         self._outstanding -= task.size
-        self._count(evaluations=task.size)  # the candidates the call considered (the budget's unit)
+        self.reporter.count(evaluations=task.size)  # the candidates the call considered (the budget's unit)
         self.stats.screened += sum(sw.screened for sw in res.swaps)
         found = [sw for sw in res.swaps if sw.seed is not None and sw.loss < res.incumbent_loss]
         # A swap's rank scalar was fitted with the layer's other components as its snapshot held them. Once
@@ -352,7 +319,7 @@ class SearchDriver:
         # latest snapshot holds every swap accepted since; the trainer's publishes change no seed.
         stale_layer = task.snapshot.layers[task.layer].generations != snap.layers[task.layer].generations
         if stale_layer and found:
-            self._count(stale=len(found))
+            self.reporter.count(stale=len(found))
             self.swappers[task.layer].tell(res, [False] * len(res.swaps), stale=True)
             return snap
         commits = [
@@ -388,7 +355,7 @@ class SearchDriver:
             )
             self.table.update_progress(self.job, accepted=n_ok)
         stale = sum(o == CommitOutcome.STALE for o in outcomes.values())
-        self._count(stale=stale, not_better=len(outcomes) - n_ok - stale)
+        self.reporter.count(stale=stale, not_better=len(outcomes) - n_ok - stale)
         # the next calls are planned on the table as it is now: the trainer moves the floats all the time,
         # and a call's gradient and line search should see them
         return self.table.snapshot(self.job)
@@ -399,11 +366,6 @@ class SearchDriver:
             if tuple(prop.incumbent[0]) != tuple(e.seeds):
                 prop.set_incumbent(e.seeds, e.loss)
 
-    def _count(self, **deltas: int) -> None:
-        for name, d in deltas.items():
-            setattr(self.stats, name, getattr(self.stats, name) + d)
-            setattr(self._unreported, name, getattr(self._unreported, name) + d)
-
     # ---- main loop ----------------------------------------------------------------------------------
     def _budget_left(self, base_evals: int, t0: float) -> bool:
         s = self.spec.search
@@ -411,95 +373,18 @@ class SearchDriver:
             return False
         return s.budget_seconds is None or time.monotonic() - t0 < s.budget_seconds
 
-    def _report(self, t0: float, window: deque, *, final: bool = False) -> None:
-        """Write progress and heartbeats to the table. The counters, the rate and the pool's status are
-        read here; the Redis writes (one round trip each, fsynced under ``appendfsync always``) go to a
-        background thread so that they never stall dispatching. A write that failed raises here, at the
-        next report; the final report writes synchronously after the last background one."""
-        now = time.monotonic()
-        window.append((now, self.stats.evaluations))
-        while len(window) > 2 and now - window[0][0] > 10:
-            window.popleft()
-        rate = (
-            (window[-1][1] - window[0][1]) / max(window[-1][0] - window[0][0], 1e-9) if len(window) > 1 else 0
-        )
-        pending = self._pending_report
-        if pending is not None and not pending.done() and not final:
-            return  # the previous report is still being written: its counters stay unreported
-        self._pending_report = None
-        if pending is not None:
-            pending.result()  # re-raise a failed background write (waits for it on the final report)
-        st = self.pool.status()
-        if self.on_report is not None:
-            self.on_report(ReportFigures(
-                replace(self.stats), float(rate), len(st.live), self._desired, best_loss(self._snap),
-                st.waiting,
-            ))  # fmt: skip
-        u, self._unreported = self._unreported, DriverStats()
-        workers = self._workers_to_heartbeat(st, now)
-        write = functools.partial(self._write_report, u, float(rate), st, workers)
-        if final or self._writer is None:
-            write()
-        else:
-            self._pending_report = self._writer.submit(write)
-
-    def _write_report(self, u: DriverStats, rate: float, st, workers: list[str]) -> None:
-        self.table.update_progress(
-            self.job,
-            evaluations=u.evaluations,
-            accepted=u.accepted,
-            stale=u.stale,
-            not_better=u.not_better,
-            evals_per_s=rate,
-            workers_live=len(st.live),
-        )
-        payload = {"pid": os.getpid(), "host": socket.gethostname(), "lost_workers": self.stats.lost_workers}
-        if st.waiting:  # why desired workers are not running (status shows it)
-            payload["workers_waiting"] = st.waiting[:1000]
-        if self.swappers:  # the swap search's own figures, for status
-            secs = max(1e-9, time.monotonic() - self._started)
-            payload |= {
-                "swaps": self.stats.swaps,
-                "screened": self.stats.screened,
-                "screened_per_s": round(self.stats.screened / secs, 1),
-                "swap_gain": round(self.stats.swap_gain, 6),
-            }
-        self.table.heartbeat(
-            self.job, "driver", self.id, ttl=max(5.0, 10 * self.progress_interval), payload=payload
-        )
-        for w in workers:
-            payload = {"node": st.nodes.get(w, ""), "call_size": self.call_size(w)}
-            self.table.heartbeat(self.job, "worker", w, ttl=WORKER_TTL, payload=payload)
-
-    def _workers_to_heartbeat(self, st, now: float) -> list[str]:
-        """Live workers whose heartbeat to write now: new ones at once, the others spread so that each is
-        refreshed about every WORKER_HEARTBEAT_S (one Redis round trip per worker: hundreds of workers
-        must not cost hundreds of round trips per progress report)."""
-        live = set(st.live)
-        for w in [w for w in self._heartbeat_at if w not in live]:
-            del self._heartbeat_at[w]
-        since = max(now - self._last_report, self.progress_interval)
-        self._last_report = now
-        quota = math.ceil(len(st.live) * since / WORKER_HEARTBEAT_S)
-        order = sorted(st.live, key=lambda w: self._heartbeat_at.get(w, -math.inf))
-        due = []
-        for i, w in enumerate(order):
-            if i >= quota and now - self._heartbeat_at.get(w, -math.inf) < WORKER_HEARTBEAT_S:
-                break
-            due.append(w)
-            self._heartbeat_at[w] = now
-        return due
+    def _report(self, *, final: bool = False) -> None:
+        self.reporter.report(desired=self._desired, best_loss=best_loss(self._snap), final=final)
 
     def run(self) -> DriverStats:
         """Search until the budget ends or the job leaves RUNNING. Returns the run's counters."""
         t0 = time.monotonic()
         base_evals = self.table.progress(self.job).evaluations  # resume: the budget counts earlier work
-        window: deque = deque()
         last_report = last_save = last_check = 0.0
         snap = self.table.snapshot(self.job)
         desired = self._desired = self.table.desired_workers(self.job)
         exhausted = False
-        self._writer = cf.ThreadPoolExecutor(1, thread_name_prefix="germ-driver-report")
+        self.reporter.start()
         try:
             while True:
                 now = time.monotonic()
@@ -525,20 +410,19 @@ class SearchDriver:
                 self._snap = snap
                 if time.monotonic() - last_report > self.progress_interval:
                     last_report = time.monotonic()
-                    self._report(t0, window)
+                    self._report()
                 if time.monotonic() - last_save > 5.0:
                     last_save = time.monotonic()
                     self.save_proposer_states()
         finally:
             self.stats.seconds = time.monotonic() - t0
             try:
-                self._report(t0, window, final=True)
+                self._report(final=True)
                 self.save_proposer_states()
             except Exception as exc:  # noqa: BLE001 - the table may be the thing that failed
                 log.warning("final progress report failed: %s", exc)
             finally:
-                self._writer.shutdown(wait=True)
-                self._writer, self._pending_report = None, None
+                self.reporter.close()
         return self.stats
 
 
