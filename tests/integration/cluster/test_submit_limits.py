@@ -71,3 +71,42 @@ def test_the_submission_document_holds_the_redacted_address(tmp_path, ray_cluste
         finally:
             JobSubmissionClient(ray_cluster.dashboard_url).stop_job(doc["id"])
             t.delete_job(job)
+
+
+def test_a_runner_that_dies_before_it_records_an_error_is_reported_with_its_log(ray_cluster, redis_server):
+    """submit's wait for the initial rows also asks Ray: a runner process that ended before it could write
+    anything to the table (here: one that exits at once, as a node without the package would) becomes one
+    error quoting the last line of its Ray log, well before the wait runs out."""
+    import time
+
+    from ray.job_submission import JobSubmissionClient
+
+    from germinator_dist.config import parse_job_spec
+    from germinator_dist.errors import GerminatorError
+    from germinator_dist.search.job_setup import register_job
+    from germinator_dist.service import operations as service
+
+    ep = service.resolve(redis_server.url, ray_cluster.dashboard_url, need_ray=True)
+    client = JobSubmissionClient(ray_cluster.dashboard_url)
+    job, owner = "t-runner-dies", "t-runner-dies-sub"
+    LAST_LINE = "ModuleNotFoundError: no germinator here"  # noqa: N806
+    with SeedTable(redis_server.url) as t:
+        register_job(t, parse_job_spec({"job": job, "mode": "search"}), lease=(owner, 60.0))
+        try:
+            client.submit_job(
+                entrypoint=f"{sys.executable} -c \"print('{LAST_LINE}'); exit(1)\"",
+                submission_id=owner,
+            )
+            t0 = time.monotonic()
+            try:
+                service._await_rows(t, client, ep, job, owner, wait_s=120.0)
+            except GerminatorError as exc:
+                said = str(exc)
+            else:
+                raise AssertionError("the wait returned although the runner died")
+            assert time.monotonic() - t0 < 60
+            assert said.startswith(f"job {job}: its runner ended on the cluster (FAILED)"), said
+            assert said.endswith(LAST_LINE), said
+            assert "\n" not in said
+        finally:
+            t.delete_job(job)
