@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -131,3 +132,42 @@ def test_node_loss_costs_at_most_its_batches(ray_cluster, table, job_id, gracefu
     assert min(e.loss for e in snap.layers) <= best_before  # never worse because of a failure
     driver = table.live(job_id, "driver")
     assert driver and int(driver[0].payload["lost_workers"]) >= 1
+
+
+def test_the_runner_measures_the_rows_and_keeps_why_it_failed(ray_cluster, table, job_id, tmp_path):
+    """A registered job has no rows until its runner loads the data; a runner whose data is missing ends
+    the job FAILED with the reason that `status` shows, and the next runner (a resume, the data now in
+    place) measures and writes the rows and clears the error."""
+    import numpy as np
+
+    from germinator_dist.errors import SpecError
+    from germinator_dist.search.job_setup import register_job
+    from germinator_dist.service import operations as service
+
+    path = tmp_path / "later.npz"
+    spec = parse_job_spec(
+        {
+            "job": job_id,
+            "mode": "search",
+            "data": {"kind": "arrays", "path": str(path)},
+            "model": SMALL,
+            "fitness": {"batch_size": 64},
+            "search": {"budget_evals": 64, "candidates_per_call": 8, "refit_steps": 1, "swap": None},
+            "workers": {"count": 1},
+        }
+    )
+    register_job(table, spec)
+    with pytest.raises(SpecError, match="data.path"):
+        run_job(table, job_id)
+    doc = service.status(table, job_id)
+    assert doc["state"] == "FAILED" and doc["layers"] == []
+    assert doc["error"].startswith("data.path") and str(path) in doc["error"]
+    rng = np.random.default_rng(0)
+    np.savez(path, X=rng.normal(size=(200, 12)).astype(np.float32), y=rng.integers(0, 4, 200))
+    # what `resume` does before it starts a runner: claim the lease, FAILED -> RUNNING
+    table.claim_lease(job_id, "resumed", 60.0, states=(JobState.FAILED,), to_state=JobState.RUNNING)
+    assert run_job(table, job_id, owner="resumed", progress_interval=0.2) == JobState.SUCCEEDED
+    doc = service.status(table, job_id)
+    assert doc["error"] is None and len(doc["layers"]) == 2 and doc["evaluations"] >= 64
+    stored = parse_job_spec(json.loads(table.get_spec(job_id)))
+    assert (stored.model.input_dim, stored.model.num_classes) == (12, 4)
