@@ -45,6 +45,8 @@ def render(doc: dict) -> Table:
         layers.add_row(str(layer["layer"]), loss, str(layer["version"]), layer["writer"][-30:])
     outer = Table.grid()
     outer.add_row(t)
+    if doc.get("error"):  # why the job's runner failed
+        outer.add_row(f"error: {doc['error']}")
     if doc.get("workers_waiting"):  # why a desired worker is not running
         outer.add_row(f"workers: {doc['workers_waiting']}")
     outer.add_row(layers)

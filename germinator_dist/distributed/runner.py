@@ -26,6 +26,7 @@ from germinator_dist.distributed.ray_pool import RayPool
 from germinator_dist.endpoints import resolve
 from germinator_dist.errors import GerminatorError, JobBusy, TableError
 from germinator_dist.records import JobState
+from germinator_dist.redaction import scrub, url_secrets
 from germinator_dist.search.driver import SearchDriver
 from germinator_dist.search.job_setup import ERROR_DOC, fitness_batch, prepare_job, record_error, stored_spec
 from germinator_dist.table import SeedTable
@@ -105,10 +106,12 @@ def run_job(
             stats = driver.run()
             log.info("search finished: %s", stats)
         if trainer is not None:
-            trainer.wait_or_stop(search_done=stop_trainer_with_search(spec))
+            last = trainer.wait_or_stop(search_done=stop_trainer_with_search(spec))
+            if last.get("error"):  # the trainer failed: so did the job (its error is kept with it)
+                raise GerminatorError(f"trainer: {last['error']}")
     except BaseException as exc:
         final = JobState.FAILED
-        _keep_error(table, job, owner, exc)
+        _keep_error(table, job, owner, exc, redis_url)
         raise
     finally:
         if pool is not None:
@@ -120,14 +123,16 @@ def run_job(
     return table.get_state(job)
 
 
-def _keep_error(table: SeedTable, job: str, owner: str, exc: BaseException) -> None:
-    """Record why the job failed (one line) while this runner still holds its lease."""
+def _keep_error(table: SeedTable, job: str, owner: str, exc: BaseException, redis_url: str | None) -> None:
+    """Record why the job failed (one line, the Redis URL's secrets scrubbed) while this runner still
+    holds its lease."""
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         message = f"the runner was stopped ({type(exc).__name__})"
     elif isinstance(exc, GerminatorError):
         message = str(exc)
     else:
         message = f"{type(exc).__name__}: {exc}"
+    message = scrub(message, url_secrets(redis_url))
     try:
         held = table.lease(job)
         if held is not None and held.owner == owner:

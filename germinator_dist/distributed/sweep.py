@@ -109,13 +109,24 @@ def _trial(config: dict, *, base: dict, sweep: SweepSpec, redis_url: str) -> Non
     table = SeedTable(redis_url)
     register_job(table, spec)  # the runner below measures and writes its rows
     out: dict = {}
-    th = threading.Thread(
-        target=lambda: out.update(state=run_job(table, job, redis_url=redis_url)), daemon=True
-    )
+
+    def run() -> None:
+        try:
+            out["state"] = run_job(table, job, redis_url=redis_url)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the trial: Tune marks it ERROR
+            out["error"] = exc
+
+    th = threading.Thread(target=run, daemon=True)
     th.start()
     try:
+        while th.is_alive() and table.job_info(job).n_layers == 0:
+            time.sleep(0.2)  # the runner loads the data first: no report (ASHA's clock) before the rows
         while True:
+            if "error" in out:
+                raise out["error"]
             time.sleep(sweep.report_every_s)
+            if "error" in out:
+                raise out["error"]
             snap = table.snapshot(job)
             best = min((e.loss for e in snap.layers), default=math.inf)
             done = not th.is_alive()

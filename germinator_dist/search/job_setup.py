@@ -134,13 +134,17 @@ def prepare_job(table: JobRegistry, job: str, owner: str) -> tuple[JobSpec, Data
 def create_job(table: JobRegistry, spec: JobSpec) -> tuple[JobSpec, Dataset]:
     """Register the job and write its initial rows in this process: ``register_job`` then ``prepare_job``
     under a short-lived lease of its own, given back at the end. Returns (the resolved spec, the
-    dataset). Raises SpecError, TableError (an existing id)."""
+    dataset). When preparing fails (the data, the layers) the job is deleted again: nothing is left.
+    Raises SpecError, TableError (an existing id)."""
     owner = f"setup-{uuid.uuid4().hex[:12]}"
     spec = register_job(table, spec, lease=(owner, 300.0))
     try:
-        return prepare_job(table, spec.job, owner)
-    finally:
-        table.release_lease(spec.job, owner)
+        prepared = prepare_job(table, spec.job, owner)
+    except BaseException:
+        table.delete_job(spec.job, owner=owner)
+        raise
+    table.release_lease(spec.job, owner)
+    return prepared
 
 
 def record_error(table: JobRegistry, job: str, message: str, owner: str = "", kind: str = "") -> None:

@@ -1,6 +1,6 @@
 """Seed-search jobs as a service: submit, status, resume, scale, cancel, export (what the CLI calls).
 
-Where the table and the cluster are is decided in one place, ``service/endpoints.resolve``.
+Where the table and the cluster are is decided in one place, ``endpoints.resolve``.
 Jobs run on the cluster through Ray's Job Submission API (``distributed/runner.py`` is the entrypoint).
 """
 
@@ -122,7 +122,8 @@ def submit(spec: JobSpec, ep: Endpoints, wait_s: float = START_WAIT_S) -> str:
 
 
 def _await_rows(table, client, ep: Endpoints, job: str, owner: str, wait_s: float) -> bool:
-    """Wait until the job's runner has written its initial rows (True) or ``wait_s`` passed (False).
+    """Wait until the job's runner has written its initial rows or the job was cancelled (True), or
+    ``wait_s`` passed (False).
 
     Raises the runner's recorded error when it failed first (SpecError for a spec or data error), and
     GerminatorError when Ray says the runner's process ended before it could record anything (with the
@@ -135,10 +136,13 @@ def _await_rows(table, client, ep: Endpoints, job: str, owner: str, wait_s: floa
         info = table.job_info(job)
         if info.n_layers > 0:
             return True
-        if info.state in (JobState.FAILED, JobState.CANCELLED):
+        if info.state == JobState.CANCELLED:  # by `cancel`, meanwhile: the job stays, as cancelled
+            print(f"job {job}: cancelled before its runner wrote the initial rows", file=sys.stderr)
+            return True
+        if info.state == JobState.FAILED:
             said = recorded_error(table, job)
-            if info.state == JobState.CANCELLED or said is None:
-                raise GerminatorError(f"job {job}: {info.state.value} before its runner wrote its rows")
+            if said is None:
+                raise GerminatorError(f"job {job}: FAILED before its runner wrote its rows")
             if recorded_error_kind(table, job) == "SpecError":
                 raise SpecError(said)
             raise GerminatorError(f"job {job}: its runner failed as it started: {said}")
@@ -179,11 +183,8 @@ def _undo_submit(table, client, job: str, owner: str) -> None:
     """Remove what a failed submit wrote: the job, if its lease is still this submit's or its runner's
     (an existing job of the same id is left alone), and the Ray job, in case Ray took it before the
     failure."""
-    try:
-        held = table.lease(job)
-        ours = held.owner == owner if held is not None else _submitted_by(table, job, owner)
-        if ours:
-            table.delete_job(job)
+    try:  # the lease is checked again in the delete's own script: a resume claiming it meanwhile wins
+        table.delete_job(job, owner=owner, unheld=_submitted_by(table, job, owner))
     except GerminatorError:
         pass  # no such job: nothing was created
     client.request_timeout = min(client.request_timeout, 3.0)

@@ -158,12 +158,21 @@ class JobRegistryMixin:
         res = self._run("INFO", [keys.meta], ["1"], "get_spec")
         return decode_spec(keys.meta, res[6])
 
-    def delete_job(self, job: str) -> bool:
-        """Delete every key of the job (and junk under its prefix); True if it existed (no JobNotFound)."""
+    def delete_job(self, job: str, *, owner: str | None = None, unheld: bool = False) -> bool:
+        """Delete every key of the job (and junk under its prefix); True if it existed (no JobNotFound).
+
+        With ``owner``, only while the job's driver lease is ``owner``'s (or nobody's, when ``unheld``),
+        checked in the same script: False, nothing deleted, otherwise."""
         keys = Keys(job)
+        guard = [] if owner is None else [check_member_id(owner), "1" if unheld else "0"]
         existed = self._run(
-            "DELETE", [keys.meta, keys.events, keys.progress, REGISTRY_KEY], [job, keys.prefix], "delete_job"
+            "DELETE",
+            [keys.meta, keys.events, keys.progress, REGISTRY_KEY],
+            [job, keys.prefix, *guard],
+            "delete_job",
         )
+        if existed == -1:
+            return False
 
         def sweep(c) -> None:
             batch = list(c.scan_iter(match=keys.prefix + "*", count=1000))

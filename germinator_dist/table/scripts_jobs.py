@@ -8,8 +8,16 @@ from __future__ import annotations
 
 from .scripts import lua_script
 
-# KEYS: meta, events, progress, registry.  ARGV: job, prefix.  Returns 1 if a job was there, else 0.
+# KEYS: meta, events, progress, registry.  ARGV: job, prefix, then optionally owner and unheld ('1': also
+# when nobody holds the lease).  With an owner the job is deleted only while its driver lease is that
+# owner's (or unheld, when allowed); otherwise nothing changes and -1 is returned.  Returns 1 if a job was
+# there, else 0.
 DELETE = lua_script(r"""
+if ARGV[3] and ARGV[3] ~= '' then
+  want_type(ARGV[2] .. 'lease', 'hash', true)
+  local holder = redis.call('HGET', ARGV[2] .. 'lease', 'owner')
+  if holder ~= ARGV[3] and not (not holder and ARGV[4] == '1') then return -1 end
+end
 local t = ktype(KEYS[1])
 local n = 0
 if t == 'hash' then
@@ -46,8 +54,11 @@ if not (@WRITABLE@)[meta.state] then
   fail('GERM_STATE', 'job ' .. KEYS[1] .. ' is ' .. meta.state .. '; its initial rows were not written')
 end
 want_type(KEYS[2], 'stream', true)
-local t = now()
 local n = tonumber(ARGV[4])
+if not n or n < 1 or #ARGV ~= 4 + 6 * n then
+  fail('GERM_SPEC', 'init_rows: ' .. #ARGV .. ' arguments for ' .. tostring(ARGV[4]) .. ' layers')
+end
+local t = now()
 for i = 0, n - 1 do
   local b = 5 + i * 6
   local key = ARGV[1] .. 'layer:' .. i

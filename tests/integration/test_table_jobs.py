@@ -70,6 +70,21 @@ def test_a_registered_job_gets_its_rows_once_from_its_lease_holder(table: SeedTa
     )
 
 
+def test_a_guarded_delete_removes_only_its_owners_job(table: SeedTable, job_id: str) -> None:
+    table.create_job(job_id, SPEC, (), lease=("runner-a", 30.0))
+    assert table.delete_job(job_id, owner="runner-b") is False
+    assert table.delete_job(job_id, owner="runner-b", unheld=True) is False  # held by runner-a
+    assert table.job_info(job_id).state == JobState.PENDING
+    table.release_lease(job_id, "runner-a")
+    assert table.delete_job(job_id, owner="runner-b") is False  # unheld, but not allowed
+    assert table.delete_job(job_id, owner="runner-b", unheld=True) is True
+    with pytest.raises(JobNotFound):
+        table.job_info(job_id)
+    table.create_job(job_id, SPEC, initial_rows(2), lease=("runner-a", 30.0))
+    assert table.delete_job(job_id, owner="runner-a") is True
+    assert not list(table._conn.client.scan_iter(match=f"germ:{{{job_id}}}:*"))
+
+
 def test_a_finished_job_gets_no_initial_rows(table: SeedTable, job_id: str) -> None:
     table.create_job(job_id, SPEC, (), lease=("runner-a", 30.0))
     table.set_state(job_id, JobState.CANCELLED)

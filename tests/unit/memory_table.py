@@ -97,6 +97,18 @@ class MemoryTable:
             raise TableError(f"job {job}: the lease is held by {self.leases[job]}")
         self.leases[job] = owner
 
+    def delete_job(self, job: str, *, owner: str | None = None, unheld: bool = False) -> bool:
+        """Forget the job; with ``owner``, only while the lease is its (or nobody's, when ``unheld``)."""
+        if job not in self.rows:
+            return False
+        holder = self.leases.get(job)
+        if owner is not None and holder != owner and not (holder is None and unheld):
+            return False
+        for d in (self.rows, self.epoch, self.state, self.desired, self.progress_, self.events, self.specs):
+            d.pop(job, None)
+        self.leases.pop(job, None)
+        return True
+
     def release_lease(self, job: str, owner: str, final=None) -> bool:
         if self.leases.get(self._job(job)) != owner:
             return False

@@ -139,6 +139,15 @@ def test_create_job_is_register_then_prepare_and_gives_its_lease_back(tmp_path, 
     assert "life" not in table.leases and spec.model.input_dim == 6
 
 
+def test_create_job_leaves_nothing_when_the_data_fails(tmp_path):
+    table = MemoryTable()
+    with pytest.raises(SpecError, match="data.path"):
+        job_setup.create_job(table, parse_job_spec(arrays_spec(tmp_path / "missing.npz")))
+    assert "life" not in table.rows and "life" not in table.leases
+    write_npz(tmp_path / "missing.npz")
+    job_setup.create_job(table, parse_job_spec(arrays_spec(tmp_path / "missing.npz")))  # the id is free
+
+
 def test_the_runner_error_is_kept_as_one_line(tmp_path):
     table = MemoryTable()
     job_setup.register_job(table, parse_job_spec(arrays_spec(tmp_path / "x.npz")))
