@@ -17,6 +17,7 @@ from germinator_dist.cli.plot import plot_job
 from germinator_dist.cli.watch import watch
 from germinator_dist.config import load_job_spec
 from germinator_dist.core.metrics import evaluate_checkpoint
+from germinator_dist.endpoints import read_local_state
 from germinator_dist.errors import GerminatorError
 from germinator_dist.service import local_stack
 from germinator_dist.service import operations as service
@@ -31,7 +32,8 @@ def run_demo(args) -> dict:
     spec_path = Path(args.spec) if args.spec else DEFAULT_SPEC
     spec = load_job_spec(spec_path)
     configured = args.redis or args.address or os.environ.get("GERMINATOR_REDIS_URL")
-    if not configured and not (local_stack.read_state() and local_stack._alive(local_stack.read_state())):
+    state = read_local_state()
+    if not configured and not (state and local_stack._alive(state)):
         console.print("[bold]starting the local default[/] (Ray head + redis-server on 127.0.0.1)")
         local_stack.up()
     ep = service.resolve(args.redis, args.address, need_ray=True)

@@ -28,7 +28,8 @@ from germinator_dist.errors import GerminatorError, JobBusy, TableError
 from germinator_dist.records import JobState
 from germinator_dist.redaction import scrub, url_secrets
 from germinator_dist.search.driver import SearchDriver
-from germinator_dist.search.job_setup import ERROR_DOC, fitness_batch, prepare_job, record_error, stored_spec
+from germinator_dist.search.job_errors import clear_error, record_error
+from germinator_dist.search.job_setup import fitness_batch, prepare_job, stored_spec
 from germinator_dist.table import SeedTable
 
 log = logging.getLogger("germinator.job")
@@ -74,8 +75,7 @@ def run_job(
     final = JobState.SUCCEEDED
     pool = trainer = None
     try:  # from here on, whatever fails ends the job FAILED and gives the lease back
-        if table.get_doc(job, ERROR_DOC) is not None:
-            table.put_doc(job, ERROR_DOC, "null")  # a resumed job: the last runner's error is history
+        clear_error(table, job)  # a resumed job: the last runner's error is history
         spec, dataset = prepare_job(table, job, owner)  # the data, loaded once; a new job's initial rows
         batch = fitness_batch(spec, dataset)
         del dataset  # the workers get the fitness batch; the trainer loads the data in its own process

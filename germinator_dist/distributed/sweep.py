@@ -121,9 +121,9 @@ def _trial(config: dict, *, base: dict, sweep: SweepSpec, redis_url: str) -> Non
     try:
         while th.is_alive() and table.job_info(job).n_layers == 0:
             time.sleep(0.2)  # the runner loads the data first: no report (ASHA's clock) before the rows
+        if "error" in out:  # it failed before writing the rows
+            raise out["error"]
         while True:
-            if "error" in out:
-                raise out["error"]
             time.sleep(sweep.report_every_s)
             if "error" in out:
                 raise out["error"]

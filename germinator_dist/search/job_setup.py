@@ -14,7 +14,6 @@ table with ``table_protocol.JobRegistry``'s methods.
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 
@@ -28,8 +27,6 @@ from germinator_dist.errors import SpecError, TableError
 from germinator_dist.records import LayerEntry
 from germinator_dist.search.evaluator import LayerEvaluator
 from germinator_dist.table_protocol import JobRegistry
-
-ERROR_DOC = "error"  # the job document holding why its runner failed (``status`` shows it)
 
 
 def check_job_spec(spec: JobSpec) -> JobSpec:
@@ -145,31 +142,6 @@ def create_job(table: JobRegistry, spec: JobSpec) -> tuple[JobSpec, Dataset]:
         raise
     table.release_lease(spec.job, owner)
     return prepared
-
-
-def record_error(table: JobRegistry, job: str, message: str, owner: str = "", kind: str = "") -> None:
-    """Keep why the job's runner failed, for ``status`` and ``submit`` (the ``error`` document: its first
-    line, the runner, the exception's class name)."""
-    line = (message.strip().splitlines() or [""])[0][:2000]
-    table.put_doc(job, ERROR_DOC, json.dumps({"error": line, "owner": owner, "kind": kind}))
-
-
-def _error_doc(table: JobRegistry, job: str) -> dict:
-    raw = table.get_doc(job, ERROR_DOC)
-    doc = json.loads(raw) if raw else None
-    return doc if isinstance(doc, dict) else {}
-
-
-def recorded_error(table: JobRegistry, job: str) -> str | None:
-    """The recorded runner error of the job, or None."""
-    said = _error_doc(table, job).get("error")
-    return said if isinstance(said, str) else None
-
-
-def recorded_error_kind(table: JobRegistry, job: str) -> str:
-    """The class name of the recorded runner error (``SpecError`` ...), or ''."""
-    kind = _error_doc(table, job).get("kind")
-    return kind if isinstance(kind, str) else ""
 
 
 def model_from_snapshot(spec: JobSpec, snap):

@@ -29,9 +29,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-read_state = read_local_state  # the recorded local stack, or None
-
-
 def _write_state(data: dict) -> None:
     path = home() / STATE_FILE
     tmp = path.with_suffix(".tmp")
@@ -68,7 +65,7 @@ def up(num_cpus: int | None = None) -> dict:
 
     A stack that is already up is returned as is. Raises GerminatorError when a component cannot start.
     """
-    state = read_state()
+    state = read_local_state()
     if state and _alive(state):
         return state
     base = home()
@@ -211,7 +208,7 @@ def _markers(state: dict | None, base: Path) -> list[str]:
 
 def down() -> list[str]:
     """Stop the Ray head and redis-server that ``up`` started. Returns what was stopped."""
-    state = read_state()
+    state = read_local_state()
     stopped = []
     base = home()
     pids = _with_descendants(_our_pids(*_markers(state, base)))

@@ -128,7 +128,7 @@ def _await_rows(table, client, ep: Endpoints, job: str, owner: str, wait_s: floa
     Raises the runner's recorded error when it failed first (SpecError for a spec or data error), and
     GerminatorError when Ray says the runner's process ended before it could record anything (with the
     last line of its log: a node that cannot reach Redis, a missing package)."""
-    from germinator_dist.search.job_setup import recorded_error, recorded_error_kind
+    from germinator_dist.search.job_errors import recorded_error
 
     deadline = time.monotonic() + wait_s
     ask_ray = time.monotonic() + 1.0
@@ -140,18 +140,20 @@ def _await_rows(table, client, ep: Endpoints, job: str, owner: str, wait_s: floa
             print(f"job {job}: cancelled before its runner wrote the initial rows", file=sys.stderr)
             return True
         if info.state == JobState.FAILED:
-            said = recorded_error(table, job)
-            if said is None:
+            failure = recorded_error(table, job)
+            if failure is None:
                 raise GerminatorError(f"job {job}: FAILED before its runner wrote its rows")
-            if recorded_error_kind(table, job) == "SpecError":
+            said, kind = failure
+            if kind == "SpecError":
                 raise SpecError(said)
             raise GerminatorError(f"job {job}: its runner failed as it started: {said}")
         if time.monotonic() >= ask_ray:  # a runner that died before it could record why
             ask_ray = time.monotonic() + 1.0
             ended = _ray_ended(client, owner)
-            if ended is not None and table.job_info(job).n_layers == 0:
-                if table.job_info(job).state == JobState.FAILED:
-                    continue  # it recorded its error meanwhile: raised above
+            if ended is not None:
+                now = table.job_info(job)
+                if now.n_layers > 0 or now.state in (JobState.FAILED, JobState.CANCELLED):
+                    continue  # it wrote its rows or recorded its end meanwhile: handled above
                 raise GerminatorError(
                     f"job {job}: its runner ended on the cluster ({ended}) before it wrote the initial rows: "
                     + scrub(_last_log_line(client, owner), url_secrets(ep.dashboard, ep.redis_url))
@@ -289,10 +291,11 @@ def status(table, job: str, ep: Endpoints | None = None) -> dict:
 
 
 def _failure(table, job: str) -> str | None:
-    from germinator_dist.search.job_setup import recorded_error
+    from germinator_dist.search.job_errors import recorded_error
 
     try:
-        return recorded_error(table, job)
+        failure = recorded_error(table, job)
+        return failure[0] if failure else None
     except (GerminatorError, ValueError):
         return "(the recorded error is not readable)"
 

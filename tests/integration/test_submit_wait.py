@@ -12,7 +12,7 @@ from table_helpers import SPEC, initial_rows
 
 from germinator_dist.errors import GerminatorError, SpecError
 from germinator_dist.records import JobState
-from germinator_dist.search.job_setup import record_error
+from germinator_dist.search.job_errors import record_error
 from germinator_dist.service import operations as service
 
 pytestmark = pytest.mark.integration

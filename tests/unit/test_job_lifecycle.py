@@ -15,7 +15,7 @@ from germinator_dist.core import data as data_module
 from germinator_dist.core.model import build_model
 from germinator_dist.errors import SpecError, TableError
 from germinator_dist.records import JobState
-from germinator_dist.search import job_setup
+from germinator_dist.search import job_errors, job_setup
 from germinator_dist.search.evaluator import LayerEvaluator
 from tests.unit.memory_table import MemoryTable
 
@@ -151,8 +151,7 @@ def test_create_job_leaves_nothing_when_the_data_fails(tmp_path):
 def test_the_runner_error_is_kept_as_one_line(tmp_path):
     table = MemoryTable()
     job_setup.register_job(table, parse_job_spec(arrays_spec(tmp_path / "x.npz")))
-    job_setup.record_error(table, "life", "data.path: no such file\nsecond line", "r", "SpecError")
-    assert job_setup.recorded_error(table, "life") == "data.path: no such file"
-    assert job_setup.recorded_error_kind(table, "life") == "SpecError"
-    table.put_doc("life", job_setup.ERROR_DOC, "null")  # a resumed runner clears it
-    assert job_setup.recorded_error(table, "life") is None
+    job_errors.record_error(table, "life", "data.path: no such file\nsecond line", "r", "SpecError")
+    assert job_errors.recorded_error(table, "life") == ("data.path: no such file", "SpecError")
+    job_errors.clear_error(table, "life")  # a resumed runner clears it
+    assert job_errors.recorded_error(table, "life") is None
