@@ -149,28 +149,21 @@ def _await_rows(table, client, ep: Endpoints, job: str, owner: str, wait_s: floa
             raise GerminatorError(f"job {job}: its runner failed as it started: {said}")
         if time.monotonic() >= ask_ray:  # a runner that died before it could record why
             ask_ray = time.monotonic() + 1.0
-            ended = _ray_ended(client, owner)
-            if ended is not None:
+            try:
+                view = lease.holder_view(client, owner, ep.shown_dashboard or "", ep.ray_source)
+            except Exception:  # noqa: BLE001 - not answering now: the table or the next poll will tell
+                view = None
+            if view is not None and view.ended:
                 now = table.job_info(job)
                 if now.n_layers > 0 or now.state in (JobState.FAILED, JobState.CANCELLED):
                     continue  # it wrote its rows or recorded its end meanwhile: handled above
                 raise GerminatorError(
-                    f"job {job}: its runner ended on the cluster ({ended}) before it wrote the initial rows: "
-                    + scrub(_last_log_line(client, owner), url_secrets(ep.dashboard, ep.redis_url))
+                    f"job {job}: its runner ended on the cluster ({view.status}) before it wrote the initial "
+                    "rows: " + scrub(_last_log_line(client, owner), url_secrets(ep.dashboard, ep.redis_url))
                 )
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.2)
-
-
-def _ray_ended(client, sid: str) -> str | None:
-    """Ray's terminal status of the submission ``sid`` (e.g. ``FAILED``), or None while it runs or Ray
-    does not answer."""
-    try:
-        st = client.get_job_status(sid)
-    except Exception:  # noqa: BLE001 - not answering now: the table or the next poll will tell
-        return None
-    return str(getattr(st, "value", st)) if st.is_terminal() else None
 
 
 def _last_log_line(client, sid: str) -> str:
